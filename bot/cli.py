@@ -1,0 +1,291 @@
+"""The `warroom` command line (the public contract in DESIGN.md)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit status 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.command in ("serve", "worker") else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from bot.settings import Settings
+    from engine.config import ConfigError
+
+    try:
+        settings = Settings()
+        return args.func(settings, args)
+    except (CliError, ConfigError) as exc:
+        print(f"warroom: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="warroom", description="ChatOps bot for incident response")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the bot")
+    s.add_argument("--host", default="0.0.0.0")
+    s.add_argument("--port", type=int, default=3000)
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("worker", help="run RQ workers holding the connectors")
+    s.add_argument("--queues", nargs="*", default=None)
+    s.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    s.set_defaults(func=cmd_worker)
+
+    s = sub.add_parser("ingest", help="index documents and executable runbooks")
+    s.add_argument("paths", nargs="+", type=Path)
+    s.add_argument("--source-type", default="auto",
+                   choices=["auto", "markdown", "html", "yaml", "slack-export", "csv", "log"])
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("search", help="retrieval with provenance")
+    s.add_argument("query", nargs="?")
+    s.add_argument("--top-k", type=int, default=5)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_search)
+
+    s = sub.add_parser("classify", help="intent and entities of an utterance")
+    s.add_argument("text", nargs="?")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_classify)
+
+    s = sub.add_parser("replay", help="feed a recorded alert payload through the pipeline")
+    s.add_argument("file", type=Path)
+    s.add_argument("--source", default="auto",
+                   choices=["auto", "alertmanager", "grafana", "pagerduty", "datadog", "opsgenie"])
+    s.add_argument("--changes", type=Path)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_replay)
+
+    s = sub.add_parser("shell", help="interactive terminal adapter")
+    s.set_defaults(func=cmd_shell)
+
+    db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
+    db.add_parser("migrate", help="apply schema migrations").set_defaults(func=cmd_migrate)
+
+    audit = sub.add_parser("audit", help="audit log").add_subparsers(dest="audit_command", required=True)
+    audit.add_parser("verify", help="check the hash chain").set_defaults(func=cmd_audit_verify)
+
+    s = sub.add_parser("doctor", help="check configuration and connectivity")
+    s.set_defaults(func=cmd_doctor)
+    return p
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def cmd_serve(settings, args) -> int:
+    from aiohttp import web
+
+    from bot.app import build_app
+    from bot.runtime import embedded_worker, open_runtime
+
+    async def serve(runtime) -> None:
+        app = build_app(runtime)
+        runner = web.AppRunner(app, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, args.host, args.port)
+        await site.start()
+        logging.getLogger("warroom").info("warroom serving on http://%s:%s", args.host, args.port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    with open_runtime(settings) as runtime, embedded_worker(runtime):
+        asyncio.run(serve(runtime))
+    return 0
+
+
+def cmd_worker(settings, args) -> int:
+    from bot.worker import run_worker
+
+    return run_worker(settings, args.queues, burst=args.burst)
+
+
+def cmd_ingest(settings, args) -> int:
+    from bot.runtime import open_runtime
+    from engine.knowledge import ingest
+
+    with open_runtime(settings, need_redis=False) as runtime:
+        report = ingest(runtime.services.pool, runtime.services.embedder, args.paths,
+                        source_type=args.source_type, workspace=settings.workspace)
+    for error in report.errors:
+        print(f"error: {error}", file=sys.stderr)
+    print(f"ingested: {len(report.added)} added, {len(report.updated)} updated, {len(report.unchanged)} unchanged, "
+          f"{len(report.errors)} failed ({report.chunks_embedded} chunks embedded)")
+    return 1 if report.errors else 0
+
+
+def _lines(single: str | None) -> list[str]:
+    if single is not None:
+        return [single]
+    return [line.strip() for line in sys.stdin if line.strip()]
+
+
+def cmd_search(settings, args) -> int:
+    from bot.runtime import open_runtime
+    from engine.knowledge import search
+
+    if args.top_k < 1:
+        raise CliError("--top-k must be at least 1")
+    queries = _lines(args.query)
+    with open_runtime(settings, need_redis=False) as runtime:
+        for query in queries:
+            results = search(runtime.services.pool, runtime.services.embedder, query, top_k=args.top_k,
+                             workspace=settings.workspace)
+            if args.json:
+                print(json.dumps({"query": query, "results": [
+                    {"document_id": r.document_id, "chunk_id": r.chunk_id, "title": r.title, "source": r.source,
+                     "score": r.score, "text": r.text} for r in results]}), flush=True)
+            else:
+                print(f"# {query}")
+                for i, r in enumerate(results, 1):
+                    print(f"{i}. {r.title} ({r.score:.4f}) — {r.source} [doc {r.document_id}, chunk {r.chunk_id}]")
+    return 0
+
+
+def cmd_classify(settings, args) -> int:
+    from bot.runtime import open_runtime
+
+    texts = _lines(args.text)
+    with open_runtime(settings, need_redis=False) as runtime:
+        for text in texts:
+            c = runtime.services.classifier.classify(text)
+            if args.json:
+                print(json.dumps({"intent": c.intent.value, "confidence": c.confidence, "entities": c.entities}),
+                      flush=True)
+            else:
+                entities = ", ".join(f"{k}={v}" for k, v in c.entities.items() if v)
+                print(f"{c.intent.value} ({c.confidence:.2f}){'  ' + entities if entities else ''}")
+    return 0
+
+
+def cmd_replay(settings, args) -> int:
+    from engine.alerts import AlertFormatError, decode, normalise, parse_change
+    from engine.models import Change
+
+    # Validate everything before touching the database: bad input writes nothing.
+    try:
+        alerts = normalise(decode(_read(args.file)), args.source)
+        changes = []
+        if args.changes:
+            raw = decode(_read(args.changes))
+            changes = [Change.model_validate(parse_change(c)) for c in (raw if isinstance(raw, list) else [raw])]
+    except AlertFormatError as exc:
+        raise CliError(str(exc)) from None
+
+    from bot.runtime import open_runtime
+    from bot.shell import render_text
+    from engine.cards import annotation_card
+    from handlers.alert import receive
+    from handlers.annotate import annotate
+
+    with open_runtime(settings, need_redis=False) as runtime:
+        ids = receive(runtime.services, alerts)
+        for alert, alert_id in zip(alerts, ids):
+            annotation, _ = annotate(runtime.services, alert=alert, alert_id=alert_id, extra_changes=changes)
+            if args.json:
+                print(json.dumps(_annotation_json(annotation)), flush=True)
+            else:
+                print(render_text(annotation_card(annotation, steps=[], plan_id=None)))
+                if annotation.plan and annotation.plan.steps:
+                    print(f"Plan: {annotation.plan.title}")
+                    for i, s in enumerate(annotation.plan.steps, 1):
+                        print(f"  {i}. {s.title} [{s.risk.value} · {s.connector}] {s.status}")
+    return 0
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"{path}: {exc.strerror}") from None
+
+
+def _annotation_json(annotation) -> dict:
+    plan = annotation.plan
+    return {
+        "alert": annotation.alert.model_dump(mode="json") if annotation.alert else None,
+        "inconclusive": annotation.inconclusive,
+        "hypotheses": [h.model_dump(mode="json") for h in annotation.hypotheses],
+        "citations": [{"document_id": c.document_id, "chunk_id": c.chunk_id, "title": c.title, "source": c.source,
+                       "score": c.score} for c in annotation.citations],
+        "plan": {
+            "runbook_id": plan.runbook_id if plan else None,
+            "title": plan.title if plan else None,
+            "source": plan.source if plan else "none",
+            "steps": [{"id": s.key, "title": s.title, "connector": s.connector, "target": s.target,
+                       "risk": s.risk.value, "requires_approval": s.requires_approval, "status": s.status,
+                       "refusal": s.refusal} for s in (plan.steps if plan else [])],
+        },
+    }
+
+
+def cmd_shell(settings, args) -> int:
+    from bot.runtime import embedded_worker, open_runtime
+    from bot.shell import run_shell
+
+    with open_runtime(settings) as runtime, embedded_worker(runtime):
+        return run_shell(runtime)
+
+
+def cmd_migrate(settings, args) -> int:
+    from bot import embedded
+    from storage.db import migrate
+
+    with embedded.services(settings.data_path, database_url=settings.database_url, redis_url=None,
+                           need_redis=False) as (database_url, _):
+        applied = migrate(database_url)
+    print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+    return 0
+
+
+def cmd_audit_verify(settings, args) -> int:
+    from bot import embedded
+    from storage import audit
+    from storage.db import connect, migrate
+
+    with embedded.services(settings.data_path, database_url=settings.database_url, redis_url=None,
+                           need_redis=False) as (database_url, _):
+        migrate(database_url)
+        with connect(database_url) as conn:
+            result = audit.verify(conn)
+    if result.ok:
+        print(f"audit log intact: {result.rows} rows")
+        return 0
+    print(f"audit log broken at row {result.broken_id}: {result.reason}")
+    return 1
+
+
+def cmd_doctor(settings, args) -> int:
+    from bot.doctor import run_doctor
+
+    return run_doctor(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Process-wide resources, opened once and handed down: the `lifespan` of every warroom command."""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+from redis import Redis
+
+from bot import embedded
+from bot.settings import Settings
+from connectors.queue import enqueue_step
+from engine.config import WarroomConfig, load_config
+from engine.embedder import SentenceTransformerEmbedder
+from engine.intent import IntentClassifier
+from engine.llm import make_provider
+from handlers.services import Services
+from storage.db import migrate, open_pool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    config: WarroomConfig
+    database_url: str
+    redis_url: str | None
+    services: Services
+    redis: Redis | None
+
+
+@contextmanager
+def open_runtime(settings: Settings, *, need_redis: bool = True, config: WarroomConfig | None = None) -> Iterator[Runtime]:
+    config = config or load_config(settings.config_path)
+    with embedded.services(settings.data_path, database_url=settings.database_url, redis_url=settings.redis_url,
+                           need_redis=need_redis) as (database_url, redis_url):
+        migrate(database_url)
+        pool = open_pool(database_url)
+        redis = Redis.from_url(redis_url) if redis_url else None
+        try:
+            embedder = SentenceTransformerEmbedder(settings.embedding_model)
+
+            def dispatch(step_id: int) -> None:
+                if redis is None:
+                    raise RuntimeError("no Redis: steps cannot be dispatched from this command")
+                enqueue_step(redis, step_id, timeout=settings.step_timeout_s)
+
+            services = Services(pool=pool, embedder=embedder, classifier=None,  # type: ignore[arg-type]
+                                provider=make_provider(settings.llm_provider), config=config, dispatch=dispatch,
+                                workspace=settings.workspace)
+            services.classifier = IntentClassifier(embedder, known_services=services.known_services)
+            yield Runtime(settings=settings, config=config, database_url=database_url, redis_url=redis_url,
+                          services=services, redis=redis)
+        finally:
+            if redis is not None:
+                redis.close()
+            pool.close()
+
+
+@contextmanager
+def embedded_worker(runtime: Runtime) -> Iterator[subprocess.Popen | None]:
+    """With REDIS_URL unset, run one `warroom worker` beside this process against the embedded Redis."""
+    if runtime.settings.redis_url is not None or runtime.redis_url is None:
+        yield None
+        return
+    env = {**os.environ, "DATABASE_URL": runtime.database_url, "REDIS_URL": runtime.redis_url,
+           "WARROOM_CONFIG": str(runtime.settings.config_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env)
+    try:
+        yield proc
+    finally:
+        proc.terminate()  # RQ's warm shutdown: the current step finishes first
+        try:
+            proc.wait(timeout=runtime.settings.step_timeout_s + 10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -1,0 +1,62 @@
+"""Process settings from the environment (and `.env`), one object built in main() and passed down."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _alias(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Environment contract of DESIGN.md. Secrets are SecretStr so they never print by accident."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True,
+                                      env_ignore_empty=True)
+
+    database_url: str | None = Field(None, validation_alias=_alias("DATABASE_URL"))
+    redis_url: str | None = Field(None, validation_alias=_alias("REDIS_URL"))
+    data_dir: Path = Field(Path("~/.local/share/warroom"), validation_alias=_alias("WARROOM_DATA_DIR"))
+    config_path: Path = Field(Path("./warroom.yml"), validation_alias=_alias("WARROOM_CONFIG"))
+    webhook_token: SecretStr | None = Field(None, validation_alias=_alias("WARROOM_WEBHOOK_TOKEN"))
+    workspace: str = Field("default", validation_alias=_alias("WARROOM_WORKSPACE"))
+
+    slack_bot_token: SecretStr | None = Field(None, validation_alias=_alias("SLACK_BOT_TOKEN"))
+    slack_signing_secret: SecretStr | None = Field(None, validation_alias=_alias("SLACK_SIGNING_SECRET"))
+    slack_app_token: SecretStr | None = Field(None, validation_alias=_alias("SLACK_APP_TOKEN"))
+    slack_api_url: str = Field("https://slack.com/api/", validation_alias=_alias("SLACK_API_URL"))
+
+    microsoft_app_id: str | None = Field(None, validation_alias=_alias("MicrosoftAppId", "MICROSOFTAPPID"))
+    microsoft_app_password: SecretStr | None = Field(
+        None, validation_alias=_alias("MicrosoftAppPassword", "MICROSOFTAPPPASSWORD"))
+    microsoft_app_tenant_id: str | None = Field(
+        None, validation_alias=_alias("MicrosoftAppTenantId", "MICROSOFTAPPTENANTID"))
+
+    anthropic_api_key: SecretStr | None = Field(None, validation_alias=_alias("ANTHROPIC_API_KEY"))
+    anthropic_base_url: str | None = Field(None, validation_alias=_alias("ANTHROPIC_BASE_URL"))
+    anthropic_model: str = Field("claude-sonnet-4-5", validation_alias=_alias("WARROOM_ANTHROPIC_MODEL"))
+    llm: str | None = Field(None, validation_alias=_alias("WARROOM_LLM"))
+    openai_base_url: str | None = Field(None, validation_alias=_alias("OPENAI_BASE_URL"))
+    openai_api_key: SecretStr | None = Field(None, validation_alias=_alias("OPENAI_API_KEY"))
+    openai_model: str = Field("local", validation_alias=_alias("WARROOM_OPENAI_MODEL"))
+
+    vault_addr: str | None = Field(None, validation_alias=_alias("VAULT_ADDR"))
+    vault_token: SecretStr | None = Field(None, validation_alias=_alias("VAULT_TOKEN"))
+
+    embedding_model: str = Field("all-MiniLM-L6-v2", validation_alias=_alias("WARROOM_EMBEDDING_MODEL"))
+    max_body_bytes: int = Field(1_048_576, validation_alias=_alias("WARROOM_MAX_BODY_BYTES"))
+    step_timeout_s: int = Field(120, validation_alias=_alias("WARROOM_STEP_TIMEOUT"))
+
+    @property
+    def data_path(self) -> Path:
+        return self.data_dir.expanduser()
+
+    @property
+    def llm_provider(self) -> str:
+        """`anthropic` when a key is set, else `offline`, unless WARROOM_LLM says otherwise."""
+        if self.llm:
+            return self.llm
+        return "anthropic" if self.anthropic_api_key else "offline"

@@ -1,0 +1,1 @@
+"""What workers run: connectors, the registry, RQ job functions, redaction."""

@@ -1,0 +1,1 @@
+"""The brain: vocabulary, classification, retrieval, hypotheses, planning, policy, cards."""

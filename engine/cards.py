@@ -1,0 +1,99 @@
+"""The platform-neutral card model. Adapters render it as Block Kit, Adaptive Cards or text."""
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field
+
+from engine.hypotheses import WEIGHTS
+from engine.models import Annotation, Citation, Frozen, Hypothesis, Link
+
+
+class TextBlock(Frozen):
+    type: Literal["text"] = "text"
+    text: str
+    style: Literal["normal", "muted", "warning", "error", "success"] = "normal"
+
+
+class HypothesesBlock(Frozen):
+    type: Literal["hypotheses"] = "hypotheses"
+    items: list[Hypothesis]
+    inconclusive: bool = False
+
+
+class CitationsBlock(Frozen):
+    type: Literal["citations"] = "citations"
+    items: list[Citation]
+
+
+class CardStep(Frozen):
+    step_id: int
+    index: int
+    title: str
+    connector: str
+    target: str | None = None
+    risk: str
+    status: str
+    actions: list[Literal["approve", "reject"]] = Field(default_factory=list)
+    note: str | None = None
+
+
+class StepsBlock(Frozen):
+    type: Literal["steps"] = "steps"
+    plan_id: int
+    title: str
+    items: list[CardStep]
+
+
+class LinksBlock(Frozen):
+    type: Literal["links"] = "links"
+    items: list[Link]
+
+
+Block = Annotated[Union[TextBlock, HypothesesBlock, CitationsBlock, StepsBlock, LinksBlock],
+                  Field(discriminator="type")]
+
+
+class Card(Frozen):
+    kind: Literal["annotation", "alert", "step_result", "notice", "error", "help", "status"]
+    title: str
+    blocks: list[Block] = Field(default_factory=list)
+
+
+def notice(title: str, text: str = "", *, kind: str = "notice", style: str = "normal") -> Card:
+    return Card(kind=kind, title=title, blocks=[TextBlock(text=text, style=style)] if text else [])
+
+
+def alert_card(annotation: Annotation) -> Card:
+    """The parent message the bot posts for a webhook alert."""
+    alert = annotation.alert
+    assert alert is not None
+    icon = "RESOLVED" if alert.status == "resolved" else alert.severity.upper()
+    text = f"*{alert.summary}*" + (f"\n{alert.description}" if alert.description else "")
+    meta = " · ".join(filter(None, [alert.service and f"service {alert.service}",
+                                    alert.environment and f"env {alert.environment}", f"source {alert.source}"]))
+    blocks: list = [TextBlock(text=text), TextBlock(text=meta, style="muted")]
+    if alert.links:
+        blocks.append(LinksBlock(items=alert.links))
+    return Card(kind="alert", title=f"[{icon}] {alert.name}", blocks=blocks)
+
+
+def annotation_card(annotation: Annotation, *, steps: list[CardStep], plan_id: int | None) -> Card:
+    """What warroom thinks: ranked hypotheses with evidence, citations, and the plan with its buttons."""
+    subject = annotation.alert.name if annotation.alert else (annotation.question or "your question")
+    blocks: list = []
+    if annotation.inconclusive:
+        blocks.append(TextBlock(text="Inconclusive: no cause has enough evidence yet. What I checked is below.",
+                                style="warning"))
+    blocks.append(HypothesesBlock(items=annotation.hypotheses, inconclusive=annotation.inconclusive))
+    if annotation.citations:
+        blocks.append(CitationsBlock(items=annotation.citations))
+    if annotation.plan and plan_id is not None and steps:
+        blocks.append(StepsBlock(plan_id=plan_id, title=f"Plan: {annotation.plan.title}", items=steps))
+    else:
+        blocks.append(TextBlock(text="No executable runbook matches; nothing to run yet.", style="muted"))
+    return Card(kind="annotation", title=f"warroom on {subject}", blocks=blocks)
+
+
+def factor_breakdown(hypothesis: Hypothesis) -> str:
+    return ", ".join(f"{name.replace('_', ' ')} {hypothesis.factors.get(name, 0):.2f}" for name in WEIGHTS)

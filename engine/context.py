@@ -1,0 +1,95 @@
+"""Context assembly: everything a provider may reason over, each item with its provenance."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from engine import knowledge
+from engine.embedder import Embedder
+from engine.models import Alert, Change, Citation
+from storage import alerts as alert_store
+from storage import runbooks as runbook_store
+
+CHANGE_LOOKBACK = timedelta(hours=24)
+RELATED_WINDOW = timedelta(hours=1)
+
+
+@dataclass
+class Context:
+    alert: Alert | None
+    question: str | None
+    service: str | None
+    environment: str | None
+    now: datetime
+    related_alerts: list[dict[str, Any]] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    citations: list[Citation] = field(default_factory=list)
+    runbooks: list[dict[str, Any]] = field(default_factory=list)   # active runbook rows, best first
+    feedback: dict[str, tuple[int, int]] = field(default_factory=dict)  # title -> (helpful, total)
+
+    @property
+    def anchor_time(self) -> datetime:
+        return (self.alert.starts_at if self.alert and self.alert.starts_at else None) or self.now
+
+    @property
+    def query_text(self) -> str:
+        if self.alert:
+            return " ".join(filter(None, [self.alert.name, self.alert.summary, self.alert.description,
+                                          self.alert.service]))
+        return self.question or ""
+
+
+def assemble(pool: ConnectionPool, embedder: Embedder, *, alert: Alert | None = None, question: str | None = None,
+             service: str | None = None, environment: str | None = None, alert_id: int | None = None,
+             workspace: str = "default", extra_changes: list[Change] | None = None, top_k: int = 5) -> Context:
+    now = datetime.now(timezone.utc)
+    service = service or (alert.service if alert else None)
+    environment = environment or (alert.environment if alert else None)
+    ctx = Context(alert=alert, question=question, service=service, environment=environment, now=now)
+    anchor = ctx.anchor_time
+    ctx.citations = knowledge.search(pool, embedder, ctx.query_text, top_k=top_k, workspace=workspace) \
+        if ctx.query_text else []
+    with pool.connection() as conn:
+        ctx.related_alerts = alert_store.related_alerts(
+            conn, service=service, exclude_id=alert_id, since=now - RELATED_WINDOW, workspace=workspace)
+        ctx.changes = [Change.model_validate({k: row[k] for k in ("service", "kind", "summary", "version",
+                                                                  "author", "at")})
+                       for row in alert_store.recent_changes(conn, service=service, since=anchor - CHANGE_LOOKBACK,
+                                                             until=anchor + timedelta(minutes=5),
+                                                             workspace=workspace)]
+        ctx.runbooks = _matching_runbooks(conn, ctx, workspace)
+        ctx.feedback = _feedback(conn, service, workspace)
+    for change in extra_changes or []:
+        if (service is None or change.service == service) and \
+                anchor - CHANGE_LOOKBACK <= change.at <= anchor + timedelta(minutes=5):
+            ctx.changes.append(change)
+    ctx.changes.sort(key=lambda c: c.at, reverse=True)
+    return ctx
+
+
+def _matching_runbooks(conn, ctx: Context, workspace: str) -> list[dict[str, Any]]:
+    """Runbooks naming the alert, then the service, then those whose document was retrieved."""
+    rows = runbook_store.runbooks_for(conn, alert_name=ctx.alert.name if ctx.alert else None,
+                                      service=ctx.service, workspace=workspace)
+    by_doc = runbook_store.runbooks_by_document(conn, [c.document_id for c in ctx.citations])
+    seen = {r["id"] for r in rows}
+    scores = {c.document_id: c.score for c in ctx.citations}
+    out = [dict(r, match="alert_name" if r.get("by_alert") else "service",
+                retrieval_score=scores.get(r["document_id"])) for r in rows]
+    for citation in ctx.citations:
+        row = by_doc.get(citation.document_id)
+        if row and row["id"] not in seen:
+            seen.add(row["id"])
+            out.append(dict(row, match="text", retrieval_score=citation.score))
+    return out
+
+
+def _feedback(conn, service: str | None, workspace: str) -> dict[str, tuple[int, int]]:
+    rows = conn.execute(
+        """SELECT title, count(*) FILTER (WHERE helpful) AS helpful, count(*) AS total FROM hypothesis_feedback
+           WHERE workspace = %s AND (%s::text IS NULL OR service = %s) GROUP BY title""",
+        (workspace, service, service)).fetchall()
+    return {r["title"]: (r["helpful"], r["total"]) for r in rows}

@@ -1,0 +1,222 @@
+"""The vocabulary every layer speaks: frozen pydantic models, unknown fields refused.
+
+Platform ids (Slack channel ids, Teams conversation ids, user ids) are opaque strings here.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Intent(str, Enum):
+    diagnose = "diagnose"
+    runbook = "runbook"
+    query_metrics = "query_metrics"
+    run_action = "run_action"
+    incident_status = "incident_status"
+    acknowledge = "acknowledge"
+    resolve = "resolve"
+    escalate = "escalate"
+    help = "help"
+    unknown = "unknown"
+
+
+class Risk(str, Enum):
+    read_only = "read_only"
+    state_change = "state_change"
+    high = "high"
+
+
+CONNECTORS = ("http", "ssh", "sql", "kubernetes", "prometheus")
+ConnectorName = Literal["http", "ssh", "sql", "kubernetes", "prometheus"]
+
+
+class Link(Frozen):
+    title: str
+    url: str
+
+
+class Alert(Frozen):
+    """One alert, normalised from whatever sent it."""
+
+    source: str
+    fingerprint: str
+    status: Literal["firing", "resolved"]
+    name: str
+    severity: str = "unknown"
+    service: str | None = None
+    environment: str | None = None
+    summary: str = ""
+    description: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    links: list[Link] = Field(default_factory=list)
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    group_key: str | None = None
+
+
+class Change(Frozen):
+    """A deploy, config change or flag flip: evidence for hypotheses."""
+
+    service: str
+    kind: Literal["deploy", "config", "infra", "feature_flag", "dependency"]
+    summary: str
+    version: str | None = None
+    author: str | None = None
+    at: datetime
+
+
+class Citation(Frozen):
+    document_id: int
+    chunk_id: int
+    title: str
+    source: str
+    score: float
+    text: str = ""
+
+
+class Evidence(Frozen):
+    """One fact behind a hypothesis, with where it came from."""
+
+    kind: Literal["alert", "change", "runbook", "precedent", "related_alert", "metric", "thread"]
+    text: str
+    source: str | None = None
+    at: datetime | None = None
+    match: Literal["alert_name", "service", "text"] | None = None
+    score: float | None = None
+
+
+class Hypothesis(Frozen):
+    title: str
+    cause: str = ""
+    confidence: float = Field(ge=0.0, le=1.0)
+    evidence: list[Evidence] = Field(default_factory=list)
+    factors: dict[str, float] = Field(default_factory=dict)
+
+
+class Classification(Frozen):
+    intent: Intent
+    confidence: float = Field(ge=0.0, le=1.0)
+    entities: dict[str, str | None] = Field(default_factory=dict)
+    layer: Literal["subcommand", "embedding", "llm", "fallback"] = "embedding"
+    text: str = ""
+
+
+# --- executable runbooks -------------------------------------------------------------------
+
+
+class StepAction(Frozen):
+    """Connector call: what a step or its rollback runs."""
+
+    connector: ConnectorName
+    target: str | None = None
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class RunbookStep(Frozen):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    title: str
+    connector: ConnectorName
+    target: str | None = None
+    risk: Risk = Risk.read_only
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    rollback: StepAction | None = None
+    timeout: int | None = Field(None, ge=1, le=3600)
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class RunbookMetadata(Frozen):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+    title: str
+    services: list[str] = Field(default_factory=list)
+    alerts: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+
+
+class Runbook(Frozen):
+    apiVersion: Literal["warroom/v1"]
+    kind: Literal["Runbook"]
+    metadata: RunbookMetadata
+    description: str = ""
+    steps: list[RunbookStep] = Field(min_length=1)
+
+
+# --- plans ----------------------------------------------------------------------------------
+
+StepStatus = Literal[
+    "proposed", "approved", "queued", "running", "succeeded", "failed", "rejected", "refused", "interrupted"]
+
+
+class PlanStep(Frozen):
+    id: int | None = None                # database id once stored
+    key: str                              # runbook step id
+    title: str
+    connector: ConnectorName
+    target: str | None = None
+    risk: Risk
+    params: dict[str, Any] = Field(default_factory=dict)
+    rollback: StepAction | None = None
+    status: StepStatus = "proposed"
+    requires_approval: bool = True
+    refusal: str | None = None
+
+
+class Plan(Frozen):
+    id: int | None = None
+    runbook_id: str | None = None
+    title: str
+    steps: list[PlanStep] = Field(default_factory=list)
+    source: Literal["runbook", "llm", "none"] = "runbook"
+
+
+class Annotation(Frozen):
+    """What the bot says about an alert or a question: hypotheses, citations, plan."""
+
+    alert: Alert | None = None
+    question: str | None = None
+    hypotheses: list[Hypothesis] = Field(default_factory=list)
+    inconclusive: bool = False
+    citations: list[Citation] = Field(default_factory=list)
+    plan: Plan | None = None
+
+
+# --- chat events ----------------------------------------------------------------------------
+
+
+class Actor(Frozen):
+    """Who did something: a platform user id plus what else we know of them."""
+
+    id: str
+    platform: str = "shell"
+    name: str | None = None
+    email: str | None = None
+
+
+class ChatMessage(Frozen):
+    platform: str
+    channel: str
+    text: str
+    user: Actor
+    thread: str | None = None
+    message_id: str | None = None
+
+
+class StepDecision(Frozen):
+    """A click on Approve or Reject."""
+
+    step_id: int
+    approve: bool
+    actor: Actor
+    channel: str | None = None
+    message_id: str | None = None

@@ -1,0 +1,47 @@
+"""Plans: typed steps from the best-matching executable runbook, validated before any card is drawn."""
+from __future__ import annotations
+
+from engine.config import WarroomConfig
+from engine.context import Context
+from engine.models import Plan, PlanStep, Risk, RunbookStep
+from engine.policy import blocked_pattern, needs_approval
+
+MIN_TEXT_MATCH_SCORE = 0.02  # RRF score of a runbook found only by text; below it the match is a guess
+
+
+def build_plan(context: Context, config: WarroomConfig) -> tuple[Plan, dict | None]:
+    """The plan for this context and the runbook row it came from (None when no runbook fits)."""
+    for row in context.runbooks:
+        if row.get("match") == "text" and (row.get("retrieval_score") or 0) < MIN_TEXT_MATCH_SCORE:
+            continue
+        spec = row["spec"]
+        steps = [validate_step(RunbookStep.model_validate(s), config) for s in spec["steps"]]
+        return Plan(runbook_id=spec["metadata"]["id"], title=spec["metadata"]["title"], steps=steps,
+                    source="runbook"), row
+    return Plan(title="No runbook matches", steps=[], source="none"), None
+
+
+def validate_step(step: RunbookStep, config: WarroomConfig) -> PlanStep:
+    """A step that names an unknown target or a blocked pattern is kept on the card but refused."""
+    refusal = None
+    if step.target and step.target not in config.targets:
+        refusal = f"unknown target {step.target!r} (not in warroom.yml targets)"
+    elif step.target and config.targets[step.target].connector != step.connector:
+        refusal = f"target {step.target!r} is a {config.targets[step.target].connector} target, not {step.connector}"
+    else:
+        pattern = blocked_pattern(step.with_, config.policy)
+        if pattern:
+            refusal = f"blocked pattern {pattern!r}"
+    rollback_refusal = None
+    if step.rollback and step.rollback.target and step.rollback.target not in config.targets:
+        rollback_refusal = f"rollback names unknown target {step.rollback.target!r}"
+    refusal = refusal or rollback_refusal
+    return PlanStep(key=step.id, title=step.title, connector=step.connector, target=step.target, risk=step.risk,
+                    params=step.with_, rollback=step.rollback,
+                    status="refused" if refusal else "proposed",
+                    requires_approval=needs_approval(step.risk.value, config.policy), refusal=refusal)
+
+
+def risk_label(risk: Risk | str) -> str:
+    return {"read_only": "read-only", "state_change": "changes state", "high": "HIGH RISK"}[
+        risk.value if isinstance(risk, Risk) else risk]

@@ -1,0 +1,96 @@
+"""Plan lifecycle shared by handlers and workers: store, draw, queue, redraw. One place decides how a
+step moves from proposed to queued, so a click, a retry and an auto-run cannot dispatch twice."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg
+
+from engine.cards import Card, CardStep, StepsBlock, annotation_card
+from engine.models import Annotation
+from storage import audit, outbox
+from storage import plans as plan_store
+
+ACTIONABLE = "proposed"
+
+
+def plan_message_key(plan_id: int) -> str:
+    return f"plan:{plan_id}"
+
+
+def card_steps(rows: list[dict[str, Any]]) -> list[CardStep]:
+    out = []
+    for i, row in enumerate(rows, start=1):
+        actions = ["approve", "reject"] if row["status"] == ACTIONABLE and row["requires_approval"] else []
+        note = row.get("refusal")
+        if row["status"] in ("succeeded", "failed", "interrupted") and row.get("result"):
+            note = (row["result"] or {}).get("summary") or note
+        out.append(CardStep(step_id=row["id"], index=i, title=row["title"], connector=row["connector"],
+                            target=row["target"], risk=row["risk"], status=row["status"], actions=actions,
+                            note=note))
+    return out
+
+
+def store_annotation_plan(conn: psycopg.Connection, annotation: Annotation, *, runbook_pk: int | None,
+                          alert_id: int | None, requested_by: str | None, platform: str | None,
+                          channel: str | None, thread: str | None, environment: str | None = None,
+                          workspace: str = "default") -> tuple[int | None, Card]:
+    """Persist the plan (if any) and the card drawn for it; returns (plan id, card)."""
+    plan = annotation.plan
+    if plan is None or not plan.steps:
+        return None, annotation_card(annotation, steps=[], plan_id=None)
+    plan_id = plan_store.create_plan(conn, plan=plan.model_dump(mode="json", by_alias=True), workspace=workspace,
+                                     alert_id=alert_id, runbook_pk=runbook_pk, requested_by=requested_by,
+                                     platform=platform, channel=channel, thread=thread, environment=environment)
+    plan_store.set_message_key(conn, plan_id, plan_message_key(plan_id))
+    card = annotation_card(annotation, steps=card_steps(plan_store.plan_steps(conn, plan_id)), plan_id=plan_id)
+    conn.execute("UPDATE plans SET card = %s::jsonb WHERE id = %s", (card.model_dump_json(), plan_id))
+    audit.append(conn, actor=requested_by or "warroom", action="plan.proposed", subject=f"plan:{plan_id}",
+                 detail={"runbook": plan.runbook_id, "steps": [s.key for s in plan.steps], "alert_id": alert_id},
+                 workspace=workspace)
+    return plan_id, card
+
+
+def redraw(conn: psycopg.Connection, plan_id: int) -> Card | None:
+    """The stored card with the current step states; enqueued as an in-place update when it was posted."""
+    plan = plan_store.get_plan(conn, plan_id)
+    if plan is None or plan["card"] is None:
+        return None
+    card = Card.model_validate(plan["card"])
+    steps = card_steps(plan_store.plan_steps(conn, plan_id))
+    blocks = [b.model_copy(update={"items": steps}) if isinstance(b, StepsBlock) else b for b in card.blocks]
+    card = card.model_copy(update={"blocks": blocks})
+    conn.execute("UPDATE plans SET card = %s::jsonb WHERE id = %s", (card.model_dump_json(), plan_id))
+    if plan["platform"] and plan["channel"]:
+        outbox.enqueue(conn, platform=plan["platform"], channel=plan["channel"], op="update",
+                       message_key=plan["message_key"], card=json.loads(card.model_dump_json()))
+    return card
+
+
+def approve_and_queue(conn: psycopg.Connection, step_id: int, *, actor: str, platform: str, reason: str,
+                      workspace: str = "default") -> dict[str, Any] | None:
+    """proposed -> queued in one guarded UPDATE, with the approval and audit rows; None if not proposed."""
+    row = plan_store.transition(conn, step_id, from_=[ACTIONABLE], to="queued",
+                                queued_at=datetime.now(timezone.utc), job_id=f"step-{step_id}")
+    if row is None:
+        return None
+    plan_store.record_approval(conn, step_id=step_id, actor=actor, platform=platform, approve=True)
+    audit.append(conn, actor=actor, action="step.approved", subject=f"step:{step_id}",
+                 detail={"key": row["key"], "risk": row["risk"], "reason": reason, "platform": platform},
+                 workspace=workspace)
+    audit.append(conn, actor="warroom", action="step.dispatched", subject=f"step:{step_id}",
+                 detail={"job_id": row["job_id"]}, workspace=workspace)
+    return row
+
+
+def reject(conn: psycopg.Connection, step_id: int, *, actor: str, platform: str,
+           workspace: str = "default") -> dict[str, Any] | None:
+    row = plan_store.transition(conn, step_id, from_=[ACTIONABLE], to="rejected")
+    if row is None:
+        return None
+    plan_store.record_approval(conn, step_id=step_id, actor=actor, platform=platform, approve=False)
+    audit.append(conn, actor=actor, action="step.rejected", subject=f"step:{step_id}", detail={"key": row["key"]},
+                 workspace=workspace)
+    return row

@@ -1,0 +1,34 @@
+"""The annotation pipeline shared by alert threads, questions and replay:
+context -> candidate causes -> deterministic ranking -> validated plan."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from engine.context import assemble
+from engine.hypotheses import rank
+from engine.models import Alert, Annotation, Change
+from engine.planner import build_plan
+from handlers.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def annotate(services: Services, *, alert: Alert | None = None, alert_id: int | None = None,
+             question: str | None = None, service: str | None = None, environment: str | None = None,
+             extra_changes: list[Change] | None = None) -> tuple[Annotation, dict[str, Any] | None]:
+    """Build the annotation; returns it with the runbook row its plan came from."""
+    context = assemble(services.pool, services.embedder, alert=alert, question=question, service=service,
+                       environment=environment, alert_id=alert_id, workspace=services.workspace,
+                       extra_changes=extra_changes)
+    try:
+        candidates = services.provider.hypotheses(context)
+    except Exception:  # a failing model never leaves a thread without an answer
+        log.exception("provider %s failed; answering with the offline provider", services.provider.name)
+        candidates = services.fallback.hypotheses(context)
+    hypotheses, inconclusive = rank(candidates, context)
+    plan, runbook_row = build_plan(context, services.config)
+    annotation = Annotation(alert=alert, question=question, hypotheses=hypotheses, inconclusive=inconclusive,
+                            citations=[c.model_copy(update={"text": c.text[:500]}) for c in context.citations],
+                            plan=plan)
+    return annotation, runbook_row

@@ -1,0 +1,1 @@
+"""Versioned prompt templates, labelled intent examples and output schemas (data, loaded with importlib.resources)."""

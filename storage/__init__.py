@@ -1,0 +1,1 @@
+"""Postgres access: pool, migrations, repositories. Imports nothing above it."""
