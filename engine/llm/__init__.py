@@ -28,4 +28,6 @@ def make_provider(name: str) -> Provider:
         from engine.llm.offline import OfflineProvider
 
         return OfflineProvider()
-    raise ValueError(f"LLM provider {name!r} is not available in this build (use WARROOM_LLM=offline)")
+    from engine.config import ConfigError
+
+    raise ConfigError(f"LLM provider {name!r} is not available in this build (use WARROOM_LLM=offline)")
