@@ -160,13 +160,12 @@ def parse_change(item: Any) -> dict[str, Any]:
     """Validate one change event (`/hooks/changes` body item) into storable fields."""
     from pydantic import ValidationError
 
-    from engine.models import Change
+    from engine.models import Change, first_error
 
     if not isinstance(item, dict):
         raise AlertFormatError("a change must be a JSON object")
     try:
         change = Change.model_validate({**item, "at": parse_time(item.get("at")) or datetime.now(timezone.utc)})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise AlertFormatError(f"invalid change: {'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
+        raise AlertFormatError(f"invalid change: {first_error(exc)}") from exc
     return change.model_dump()

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from engine.models import CONNECTORS
+from engine.models import CONNECTORS, first_error
 
 SECRET_FIELDS = ("password", "private_key", "token", "bearer_token", "api_key", "secret")
 
@@ -85,6 +85,4 @@ def load_config(path: Path) -> WarroomConfig:
     try:
         return WarroomConfig.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: {where}: {first['msg']}") from exc
+        raise ConfigError(f"{path}: {first_error(exc)}") from exc

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from engine.models import Runbook
+from engine.models import Runbook, first_error
 
 CHUNK_WORDS = 220       # MiniLM reads 256 word pieces; keep each chunk inside what it embeds
 OVERLAP_WORDS = 55      # ~25 % overlap so a fact split across a boundary is found from both sides
@@ -141,9 +141,7 @@ def validate_runbook(data: Any, *, where: str = "runbook") -> Runbook:
     try:
         return Runbook.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise IngestError(f"{where}: {loc}: {first['msg']}") from exc
+        raise IngestError(f"{where}: {first_error(exc)}") from exc
 
 
 def parse_runbook_yaml(text: str, *, source: str, digest: str) -> ParsedDocument:

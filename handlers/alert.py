@@ -43,8 +43,11 @@ def annotate_pending(services: Services, *, limit: int = 50) -> int:
         rows = alert_store.pending_alerts(conn, limit=limit)
     done = 0
     for row in rows:
-        if annotate_alert(services, row):
-            done += 1
+        try:
+            if annotate_alert(services, row):
+                done += 1
+        except Exception:  # one bad alert must not starve the others; it stays pending and is retried
+            log.exception("annotating alert %s failed", row["id"])
     return done
 
 
@@ -58,8 +61,7 @@ def annotate_alert(services: Services, row: dict[str, Any]) -> bool:
     platform, channel = targets[0] if targets else (None, None)
     with services.pool.connection() as conn, conn.transaction():
         if not alert_store.mark_annotated(conn, row["id"]):
-            conn.rollback()
-            return False
+            return False  # another replica annotated it; nothing was written here
         plan_id, card = store_annotation_plan(
             conn, annotation, runbook_pk=runbook_row["id"] if runbook_row else None, alert_id=row["id"],
             requested_by=None, platform=platform, channel=channel, thread=f"alert:{row['id']}",

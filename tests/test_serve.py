@@ -149,3 +149,13 @@ def test_embedded_data_survives_a_restart(tmp_path):
         assert second.query("SELECT name FROM alerts") == [("PaymentsHighErrorRate",)]
     finally:
         assert second.stop() == 0
+
+
+def test_changes_hook_accepts_a_list_and_refuses_bad_items_whole(served):
+    changes = (EXAMPLES / "alerts/changes.json").read_bytes()
+    status, body = served.post("/hooks/changes", changes)
+    assert status == 202 and json.loads(body)["accepted"] == len(json.loads(changes))
+    bad = b'[{"service": "a", "kind": "deploy", "summary": "ok"}, {"service": "b", "kind": "nope", "summary": "x"}]'
+    status, body = served.post("/hooks/changes", bad)
+    assert status == 422 and b"kind" in body
+    assert served.query("SELECT count(*) FROM changes") == [(len(json.loads(changes)),)]
