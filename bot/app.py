@@ -123,7 +123,9 @@ def build_app(runtime: Runtime, *, ports: dict[str, ChatPort] | None = None,
 
 async def _background(app: web.Application):
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(app["annotator"].run(stop), name="annotator"),
+    # Load the embedding model now rather than on the first alert (it takes a few seconds).
+    warm = asyncio.create_task(asyncio.to_thread(app["services"].embedder.embed, ["warm up"]), name="warm-up")
+    tasks = [warm, asyncio.create_task(app["annotator"].run(stop), name="annotator"),
              asyncio.create_task(app["dispatcher"].run(stop), name="outbox")]
     yield
     stop.set()  # stop taking new work; let the current drain finish

@@ -144,6 +144,7 @@ def test_embedded_data_survives_a_restart(tmp_path):
     first = Served(tmp_path / "data")
     assert first.post("/hooks/alertmanager", FIRING)[0] == 202
     assert first.stop() == 0
+    assert not (tmp_path / "data/postgres/postmaster.pid").exists()  # the embedded server stopped with it
     second = Served(tmp_path / "data")
     try:
         assert second.query("SELECT name FROM alerts") == [("PaymentsHighErrorRate",)]
