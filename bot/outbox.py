@@ -1,11 +1,14 @@
-"""The outbox dispatcher: drains queued messages to the chat ports in order, one channel at a pace the
-platform accepts, honouring 429 Retry-After; safe with several replicas (FOR UPDATE SKIP LOCKED)."""
+"""The outbox dispatcher: drains queued messages to the chat ports in order, each channel at a pace the
+platform accepts (a token bucket: about one message a second with short bursts), honouring 429
+Retry-After; safe with several replicas (FOR UPDATE SKIP LOCKED). A message is never dropped: it is sent,
+retried, or parked as `dead` with the reason."""
 from __future__ import annotations
 
 import asyncio
 import logging
 import random
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg_pool import ConnectionPool
@@ -19,15 +22,44 @@ log = logging.getLogger(__name__)
 WAIT_FOR_PARENT_S = 0.5
 
 
+@dataclass(frozen=True)
+class Pace:
+    """Per-channel sending rate: `rate` messages a second on average, bursts of up to `burst`."""
+
+    rate: float
+    burst: int = 1
+
+
+class TokenBucket:
+    def __init__(self, pace: Pace) -> None:
+        self.pace = pace
+        self.tokens = float(pace.burst)
+        self.updated = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.pace.burst, self.tokens + (now - self.updated) * self.pace.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+    def drain(self) -> None:
+        """The platform said slow down: start again from an empty bucket."""
+        self.tokens = 0.0
+        self.updated = time.monotonic()
+
+
 class OutboxDispatcher:
     def __init__(self, pool: ConnectionPool, ports: dict[str, ChatPort], *, poll_interval: float = 0.2,
-                 min_interval: dict[str, float] | None = None, batch: int = 20) -> None:
+                 pace: dict[str, Pace] | None = None, batch: int = 50) -> None:
         self.pool = pool
         self.ports = ports
         self.poll_interval = poll_interval
-        self.min_interval = min_interval or {}
+        self.pace = pace or {}
         self.batch = batch
-        self._last_sent: dict[tuple[str, str], float] = {}
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
         self.sent = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -55,11 +87,11 @@ class OutboxDispatcher:
             for row in rows:
                 key = (row["platform"], row["channel"])
                 if key in blocked:
-                    continue  # keep per-channel order: nothing overtakes a deferred message
-                if not await self._send(conn, row):
-                    blocked.add(key)
-                else:
+                    continue  # keep per-channel order: nothing overtakes a message that is waiting
+                if await self._send(conn, row):
                     sent += 1
+                else:
+                    blocked.add(key)
             await asyncio.to_thread(conn.commit)
         except BaseException:
             await asyncio.to_thread(conn.rollback)
@@ -69,52 +101,68 @@ class OutboxDispatcher:
         self.sent += sent
         return sent
 
+    def _bucket(self, platform: str, channel: str) -> TokenBucket | None:
+        pace = self.pace.get(platform)
+        if pace is None:
+            return None
+        return self._buckets.setdefault((platform, channel), TokenBucket(pace))
+
     async def _send(self, conn, row: dict[str, Any]) -> bool:
         port = self.ports[row["platform"]]
         card = Card.model_validate(row["card"])
         thread_id = row["thread_id"]
         if row["thread_key"]:
-            parent = await asyncio.to_thread(outbox.find_message, conn, row["thread_key"])
-            if parent is None:
+            parent = await asyncio.to_thread(outbox.find_message, conn, row["thread_key"], row["platform"])
+            if parent is not None:
+                thread_id = parent["thread_id"] or parent["message_id"]
+            elif await asyncio.to_thread(outbox.is_pending, conn, row["thread_key"],
+                                         platform=row["platform"], op="post"):
                 await asyncio.to_thread(outbox.defer, conn, row["id"], seconds=WAIT_FOR_PARENT_S, count_attempt=False)
                 return False
-            thread_id = parent["thread_id"] or parent["message_id"]
-        await self._pace(row["platform"], row["channel"])
-        try:
-            if row["op"] == "update":
-                target = await asyncio.to_thread(outbox.find_message, conn, row["message_key"])
-                if target is None:
+            else:  # the parent will never be posted (it was parked): say it at the top level instead
+                log.warning("outbox %s: parent %s was never posted; posting top-level", row["id"], row["thread_key"])
+        target = None
+        if row["op"] == "update":
+            target = await asyncio.to_thread(outbox.find_message, conn, row["message_key"], row["platform"])
+            if target is None:
+                if await asyncio.to_thread(outbox.is_pending, conn, row["message_key"],
+                                                platform=row["platform"], op="post"):
                     await asyncio.to_thread(outbox.defer, conn, row["id"], seconds=WAIT_FOR_PARENT_S,
                                             count_attempt=False)
                     return False
-                await port.update(row["channel"], target["message_id"], card)
+                await asyncio.to_thread(outbox.defer, conn, row["id"], seconds=0, max_attempts=0,
+                                        error="the message to update was never posted")
+                return True  # parked: it does not hold the channel up
+        bucket = self._bucket(row["platform"], row["channel"])
+        if bucket is not None and not bucket.take():
+            return False  # this channel's budget is spent; its rows wait for the next drain
+        ref = str(row["id"])
+        try:
+            if row["op"] == "update":
+                await port.update(row["channel"], target["message_id"], card, ref=ref)
+            elif row["op"] == "ephemeral" and row["recipient"] and hasattr(port, "ephemeral"):
+                await port.ephemeral(row["channel"], row["recipient"], card, thread_id=thread_id, ref=ref)
             else:
-                posted = await port.post(row["channel"], card, thread_id=thread_id)
+                posted = await port.post(row["channel"], card, thread_id=thread_id, ref=ref)
                 if row["message_key"]:
                     await asyncio.to_thread(outbox.remember_message, conn, key=row["message_key"],
                                             platform=row["platform"], channel=row["channel"],
                                             message_id=posted.message_id, thread_id=thread_id)
         except RateLimited as exc:
             log.info("%s rate limited on %s; retry in %ss", row["platform"], row["channel"], exc.retry_after)
+            if bucket is not None:
+                bucket.drain()
             await asyncio.to_thread(outbox.defer, conn, row["id"], seconds=exc.retry_after, error=str(exc),
                                     count_attempt=False)
             return False
         except PermanentFailure as exc:
+            log.warning("outbox %s parked: %s", row["id"], exc)
             await asyncio.to_thread(outbox.defer, conn, row["id"], seconds=0, error=str(exc), max_attempts=0)
-            return False
+            return True
         except Exception as exc:
             backoff = min(60.0, 2 ** row["attempts"]) * (0.5 + random.random() / 2)
             log.warning("sending outbox %s failed (%s); retry in %.1fs", row["id"], exc, backoff)
             await asyncio.to_thread(outbox.defer, conn, row["id"], seconds=backoff, error=f"{type(exc).__name__}: {exc}")
             return False
         await asyncio.to_thread(outbox.mark_sent, conn, row["id"])
-        self._last_sent[(row["platform"], row["channel"])] = time.monotonic()
         return True
-
-    async def _pace(self, platform: str, channel: str) -> None:
-        gap = self.min_interval.get(platform, 0.0)
-        last = self._last_sent.get((platform, channel))
-        if gap and last is not None:
-            wait = gap - (time.monotonic() - last)
-            if wait > 0:
-                await asyncio.sleep(wait)

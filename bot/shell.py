@@ -70,12 +70,13 @@ class TextPort:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
-    async def post(self, channel: str, card: Card, *, thread_id: str | None = None) -> PostedMessage:
+    async def post(self, channel: str, card: Card, *, thread_id: str | None = None,
+                   ref: str | None = None) -> PostedMessage:
         with self._lock:
             print("\n" + render_text(card), file=self.out, flush=True)
         return PostedMessage(message_id=f"m{next(self._ids)}", thread_id=thread_id)
 
-    async def update(self, channel: str, message_id: str, card: Card) -> None:
+    async def update(self, channel: str, message_id: str, card: Card, *, ref: str | None = None) -> None:
         steps = [b for b in card.blocks if isinstance(b, StepsBlock)]
         with self._lock:
             print("\n(plan updated)", file=self.out)

@@ -25,6 +25,11 @@ class PermanentFailure(Exception):
 
 
 class ChatPort(Protocol):
-    async def post(self, channel: str, card: Card, *, thread_id: str | None = None) -> PostedMessage: ...
+    """`ref` names the outbox row being sent, for adapters that link to the full card when they must cut
+    it to fit. Adapters that can show a message to one person only also implement
+    `ephemeral(channel, user, card, *, thread_id=None, ref=None)`; the others get those as posts."""
 
-    async def update(self, channel: str, message_id: str, card: Card) -> None: ...
+    async def post(self, channel: str, card: Card, *, thread_id: str | None = None,
+                   ref: str | None = None) -> PostedMessage: ...
+
+    async def update(self, channel: str, message_id: str, card: Card, *, ref: str | None = None) -> None: ...

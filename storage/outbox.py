@@ -19,11 +19,32 @@ def enqueue(conn: psycopg.Connection, *, platform: str, channel: str, card: dict
     return row["id"]
 
 
-def claim(conn: psycopg.Connection, *, platforms: list[str], limit: int = 20) -> list[dict[str, Any]]:
-    """Lock due rows for this dispatcher; other replicas skip them (FOR UPDATE SKIP LOCKED)."""
+def claim(conn: psycopg.Connection, *, platforms: list[str], limit: int = 50,
+          per_channel: int = 5) -> list[dict[str, Any]]:
+    """Lock the rows due now for this dispatcher; other replicas skip them (FOR UPDATE SKIP LOCKED).
+
+    Per channel only the head of the queue is due: a row waiting (Retry-After, backoff, a parent not yet
+    posted) holds back every later row of its channel, so messages never overtake each other. At most
+    `per_channel` rows a channel, so one busy channel cannot starve the others.
+    """
     return conn.execute(
-        """SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_at <= now() AND platform = ANY(%s)
-           ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED""", (platforms, limit)).fetchall()
+        """SELECT * FROM outbox WHERE id IN (
+               SELECT id FROM (
+                   SELECT id, next_attempt_at <= now() AS due,
+                          bool_and(next_attempt_at <= now()) OVER w AS head_due,
+                          row_number() OVER w AS rn
+                   FROM outbox WHERE status = 'pending' AND platform = ANY(%s)
+                   WINDOW w AS (PARTITION BY platform, channel ORDER BY id ROWS UNBOUNDED PRECEDING)
+               ) queue WHERE head_due AND rn <= %s)
+           ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED""", (platforms, per_channel, limit)).fetchall()
+
+
+def is_pending(conn: psycopg.Connection, message_key: str, *, platform: str, op: str | None = None) -> bool:
+    """Is a message with this key still waiting to be sent (so what depends on it should wait too)?"""
+    row = conn.execute(
+        "SELECT 1 FROM outbox WHERE message_key = %s AND platform = %s AND status = 'pending' "
+        "AND (%s::text IS NULL OR op = %s) LIMIT 1", (message_key, platform, op, op)).fetchone()
+    return row is not None
 
 
 def mark_sent(conn: psycopg.Connection, outbox_id: int) -> None:
@@ -47,11 +68,19 @@ def remember_message(conn: psycopg.Connection, *, key: str, platform: str, chann
                      thread_id: str | None = None) -> None:
     conn.execute(
         """INSERT INTO chat_messages (key, platform, channel, message_id, thread_id) VALUES (%s, %s, %s, %s, %s)
-           ON CONFLICT (key) DO NOTHING""", (key, platform, channel, message_id, thread_id))
+           ON CONFLICT (platform, key) DO NOTHING""", (key, platform, channel, message_id, thread_id))
 
 
-def find_message(conn: psycopg.Connection, key: str) -> dict[str, Any] | None:
-    return conn.execute("SELECT * FROM chat_messages WHERE key = %s", (key,)).fetchone()
+def find_message(conn: psycopg.Connection, key: str, platform: str) -> dict[str, Any] | None:
+    return conn.execute("SELECT * FROM chat_messages WHERE platform = %s AND key = %s",
+                        (platform, key)).fetchone()
+
+
+def find_by_message_id(conn: psycopg.Connection, *, platform: str, channel: str,
+                       message_id: str) -> dict[str, Any] | None:
+    """Which logical message (alert:12, plan:7) a platform message is: for clicks, threads and mentions."""
+    return conn.execute("SELECT * FROM chat_messages WHERE platform = %s AND channel = %s AND message_id = %s "
+                        "ORDER BY created_at LIMIT 1", (platform, channel, message_id)).fetchone()
 
 
 def pending_count(conn: psycopg.Connection) -> int:
