@@ -19,6 +19,7 @@ class HypothesesBlock(Frozen):
     type: Literal["hypotheses"] = "hypotheses"
     items: list[Hypothesis]
     inconclusive: bool = False
+    service: str | None = None   # what 👍 / 👎 feedback is filed under
 
 
 class CitationsBlock(Frozen):
@@ -36,6 +37,7 @@ class CardStep(Frozen):
     status: str
     actions: list[Literal["approve", "reject"]] = Field(default_factory=list)
     note: str | None = None
+    decided_by: str | None = None   # who approved or rejected it, shown on the card
 
 
 class StepsBlock(Frozen):
@@ -85,7 +87,9 @@ def annotation_card(annotation: Annotation, *, steps: list[CardStep], plan_id: i
     if annotation.inconclusive:
         blocks.append(TextBlock(text="Inconclusive: no cause has enough evidence yet. What I checked is below.",
                                 style="warning"))
-    blocks.append(HypothesesBlock(items=annotation.hypotheses, inconclusive=annotation.inconclusive))
+    service = annotation.alert.service if annotation.alert else annotation.service
+    blocks.append(HypothesesBlock(items=annotation.hypotheses, inconclusive=annotation.inconclusive,
+                                  service=service))
     if annotation.citations:
         blocks.append(CitationsBlock(items=annotation.citations))
     if annotation.plan and plan_id is not None and steps:

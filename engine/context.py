@@ -36,9 +36,9 @@ class Context:
 
     @property
     def query_text(self) -> str:
-        if self.alert:
-            return " ".join(filter(None, [self.alert.name, self.alert.summary, self.alert.description,
-                                          self.alert.service]))
+        if self.alert:  # a question asked in an alert's thread is about that alert
+            return " ".join(filter(None, [self.question, self.alert.name, self.alert.summary,
+                                          self.alert.description, self.alert.service]))
         return self.question or ""
 
 

@@ -191,6 +191,7 @@ class Annotation(Frozen):
 
     alert: Alert | None = None
     question: str | None = None
+    service: str | None = None        # the service a question was about (an alert carries its own)
     hypotheses: list[Hypothesis] = Field(default_factory=list)
     inconclusive: bool = False
     citations: list[Citation] = Field(default_factory=list)
@@ -216,6 +217,7 @@ class ChatMessage(Frozen):
     user: Actor
     thread: str | None = None
     message_id: str | None = None
+    thread_context: list[str] = Field(default_factory=list)   # earlier messages of the thread, oldest first
 
 
 class StepDecision(Frozen):

@@ -29,8 +29,15 @@ def card_steps(rows: list[dict[str, Any]]) -> list[CardStep]:
             note = (row["result"] or {}).get("summary") or note
         out.append(CardStep(step_id=row["id"], index=i, title=row["title"], connector=row["connector"],
                             target=row["target"], risk=row["risk"], status=row["status"], actions=actions,
-                            note=note))
+                            note=note, decided_by=_decider(row)))
     return out
+
+
+def _decider(row: dict[str, Any]) -> str | None:
+    who = row.get("decided_by")
+    if who == "warroom" and row["status"] != "rejected":
+        return "policy (read-only auto-run)"
+    return who
 
 
 def store_annotation_plan(conn: psycopg.Connection, annotation: Annotation, *, runbook_pk: int | None,

@@ -12,9 +12,12 @@ from handlers.annotate import annotate
 from handlers.dispatch import auto_run
 from handlers.services import Services
 from storage import alerts as alert_store
+from storage import incidents as incident_store
 from storage import outbox
 
 log = logging.getLogger(__name__)
+
+INCIDENT_SEVERITIES = {"critical", "page", "p1", "sev1"}  # a firing alert this severe opens an incident
 
 
 def receive(services: Services, alerts: list[Alert]) -> list[int]:
@@ -26,6 +29,28 @@ def receive(services: Services, alerts: list[Alert]) -> list[int]:
                                                    workspace=services.workspace)
             ids.append(alert_id)
     return ids
+
+
+def receive_from_chat(services: Services, alerts: list[Alert], *, platform: str, channel: str,
+                      message_id: str) -> list[int]:
+    """Alerts another integration posted in a channel: stored with that message as their thread, so the
+    annotation goes into *its* thread. A re-post of an alert already firing (Alertmanager's repeat_interval,
+    a PagerDuty update) is counted, not annotated again. Returns the ids of new alert states."""
+    new = []
+    with services.pool.connection() as conn, conn.transaction():
+        for alert in alerts:
+            latest = alert_store.latest_for_fingerprint(conn, alert.fingerprint, workspace=services.workspace)
+            if latest is not None and latest["status"] == alert.status:
+                alert_store.bump_notifications(conn, latest["id"])
+                continue
+            alert_id, inserted = alert_store.insert_alert(conn, alert=alert.model_dump(mode="json"),
+                                                          workspace=services.workspace)
+            if not inserted:
+                continue
+            outbox.remember_message(conn, key=f"alert:{alert_id}", platform=platform, channel=channel,
+                                    message_id=message_id)
+            new.append(alert_id)
+    return new
 
 
 def destinations(services: Services) -> list[tuple[str, str]]:
@@ -68,6 +93,11 @@ def annotate_alert(services: Services, row: dict[str, Any]) -> bool:
             environment=alert.environment, workspace=services.workspace)
         for platform_name, channel_id in targets:
             _post_alert(conn, platform_name, channel_id, row["id"], annotation, plan_id, card)
+        if alert.severity in INCIDENT_SEVERITIES and channel:
+            incident_store.open_incident(conn, title=f"{alert.name}: {alert.summary}"[:200], service=alert.service,
+                                         environment=alert.environment, severity=alert.severity,
+                                         alert_id=row["id"], channel=channel, thread=f"alert:{row['id']}",
+                                         workspace=services.workspace)
         queued = auto_run(conn, plan_id, services) if plan_id else []
     for step_id in queued:
         services.dispatch(step_id)
@@ -77,8 +107,9 @@ def annotate_alert(services: Services, row: dict[str, Any]) -> bool:
 def _post_alert(conn, platform: str, channel: str, alert_id: int, annotation: Annotation, plan_id: int | None,
                 card) -> None:
     parent_key = f"alert:{alert_id}"
-    outbox.enqueue(conn, platform=platform, channel=channel, op="post", message_key=parent_key,
-                   card=json.loads(alert_card(annotation).model_dump_json()))
+    if outbox.find_message(conn, parent_key, platform) is None:  # else another integration posted it already
+        outbox.enqueue(conn, platform=platform, channel=channel, op="post", message_key=parent_key,
+                       card=json.loads(alert_card(annotation).model_dump_json()))
     outbox.enqueue(conn, platform=platform, channel=channel, op="post", thread_key=parent_key,
                    message_key=f"plan:{plan_id}" if plan_id else f"annotation:{alert_id}",
                    card=json.loads(card.model_dump_json()))

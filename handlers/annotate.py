@@ -16,9 +16,12 @@ log = logging.getLogger(__name__)
 
 def annotate(services: Services, *, alert: Alert | None = None, alert_id: int | None = None,
              question: str | None = None, service: str | None = None, environment: str | None = None,
-             extra_changes: list[Change] | None = None) -> tuple[Annotation, dict[str, Any] | None]:
-    """Build the annotation; returns it with the runbook row its plan came from."""
-    context = assemble(services.pool, services.embedder, alert=alert, question=question, service=service,
+             extra_changes: list[Change] | None = None,
+             background: str | None = None) -> tuple[Annotation, dict[str, Any] | None]:
+    """Build the annotation; returns it with the runbook row its plan came from. `background` (a thread's
+    earlier messages) widens retrieval without becoming the question shown on the card."""
+    asked = "\n".join(filter(None, [question, background])) or None
+    context = assemble(services.pool, services.embedder, alert=alert, question=asked, service=service,
                        environment=environment, alert_id=alert_id, workspace=services.workspace,
                        extra_changes=extra_changes)
     try:
@@ -28,7 +31,8 @@ def annotate(services: Services, *, alert: Alert | None = None, alert_id: int | 
         candidates = services.fallback.hypotheses(context)
     hypotheses, inconclusive = rank(candidates, context)
     plan, runbook_row = build_plan(context, services.config)
-    annotation = Annotation(alert=alert, question=question, hypotheses=hypotheses, inconclusive=inconclusive,
+    annotation = Annotation(alert=alert, question=question, service=service, hypotheses=hypotheses,
+                            inconclusive=inconclusive,
                             citations=[c.model_copy(update={"text": c.text[:500]}) for c in context.citations],
                             plan=plan)
     return annotation, runbook_row

@@ -1,15 +1,20 @@
-"""Slash commands, mentions and shell lines: classify, then answer in the same channel and thread."""
+"""Slash commands, mentions and shell lines: classify, then answer in the same channel and thread.
+Answers everyone should see are posted; errors and refusals go only to the person who asked."""
 from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from engine.cards import Card, TextBlock, notice
-from engine.models import ChatMessage, Classification, Intent
+from engine.models import Alert, ChatMessage, Classification, Intent
 from engine.plans import store_annotation_plan
 from handlers.annotate import annotate
 from handlers.dispatch import auto_run
+from handlers.incident import handle_lifecycle
 from handlers.services import Services
+from storage import alerts as alert_store
+from storage import incidents as incident_store
 from storage import outbox
 
 log = logging.getLogger(__name__)
@@ -18,57 +23,124 @@ HELP = """Ask in plain words, or use a sub-command:
   diagnose <what is wrong>   ranked hypotheses with evidence, matching runbooks and a plan
   runbook <symptom>          the runbooks that match, with a plan from the best one
   run <action>               find a runbook step that does it and propose it for approval
-  status | ack | resolve | escalate   incident lifecycle
+  status                     the open incident here: state, age, timeline
+  ack | resolve [why] | escalate [why]   move the open incident along
   help                       this text
 Steps that change state carry Approve / Reject; read-only steps may run on their own (policy)."""
+
+ANNOTATING = (Intent.diagnose, Intent.runbook, Intent.run_action)
+LIFECYCLE = (Intent.incident_status, Intent.acknowledge, Intent.resolve, Intent.escalate)
+THREAD_CONTEXT_MESSAGES = 8
 
 
 def handle_message(services: Services, message: ChatMessage) -> Classification:
     """Answer one message; every reply goes through the outbox. Returns the classification."""
-    classification = services.classifier.classify(_strip_subcommand_noise(message.text))
+    text = _strip_subcommand_noise(message.text)
+    if not text:
+        text = "help"
+    classification = services.classifier.classify(text)
     intent = classification.intent
-    if intent in (Intent.diagnose, Intent.runbook, Intent.run_action):
-        _answer_with_annotation(services, message, classification)
+    thread_key = _thread_key(services, message)
+    if _vague_question_in_a_thread(services, message, classification, thread_key):
+        intent = Intent.diagnose  # "what is going on?" under a discussion: diagnose what the thread is about
+    if intent in ANNOTATING:
+        _answer_with_annotation(services, message, classification, thread_key)
     elif intent is Intent.help:
-        _reply(services, message, Card(kind="help", title="warroom help", blocks=[TextBlock(text=HELP)]))
+        reply(services, message, Card(kind="help", title="warroom help", blocks=[TextBlock(text=HELP)]),
+              private=True)
     elif intent is Intent.query_metrics:
-        _reply(services, message, notice(
+        reply(services, message, notice(
             "Metrics", "No Prometheus target is configured: add a `prometheus` target to warroom.yml "
-                       "(targets.<name>.connector: prometheus) to query metrics from chat.", style="warning"))
-    elif intent in (Intent.incident_status, Intent.acknowledge, Intent.resolve, Intent.escalate):
-        _reply(services, message, notice(
-            intent.value.replace("_", " ").title(),
-            "There is no open incident in this channel. Incidents open from critical alert groups.",
-            style="muted"))
+                       "(targets.<name>.connector: prometheus) to query metrics from chat.", style="warning"),
+              private=True)
+    elif intent in LIFECYCLE:
+        card, public = handle_lifecycle(services, message, intent, thread_key=thread_key,
+                                        reason=_argument(text) if classification.layer == "subcommand" else "")
+        reply(services, message, card, private=not public)
     else:
-        _reply(services, message, notice(
-            "Not sure what you mean", "Try `help`, or describe the symptom, e.g. "
-                                      "`why is payments-api returning 500s?`", style="muted"))
+        reply(services, message, notice(
+            "Not sure what you mean", "Try `/warroom help`, or describe the symptom, e.g. "
+                                      "`/warroom diagnose payments-api is returning 500s`.", style="muted"),
+              private=True)
     return classification
+
+
+def _vague_question_in_a_thread(services: Services, message: ChatMessage, classification: Classification,
+                                thread_key: str | None) -> bool:
+    if classification.layer == "subcommand" or not (message.thread_context or thread_key):
+        return False
+    if classification.intent is Intent.unknown:
+        return True
+    if classification.intent is Intent.incident_status:
+        with services.pool.connection() as conn:
+            return incident_store.find_open(conn, channel=message.channel, thread=thread_key,
+                                            workspace=services.workspace) is None
+    return False
 
 
 def _strip_subcommand_noise(text: str) -> str:
     return text.strip().removeprefix("/warroom").strip()
 
 
-def _answer_with_annotation(services: Services, message: ChatMessage, classification: Classification) -> None:
+def _question(text: str, classification: Classification) -> str:
+    """What was asked, without the sub-command word that routed it."""
+    text = _strip_subcommand_noise(text)
+    return (_argument(text) or text) if classification.layer == "subcommand" else text
+
+
+def _argument(text: str) -> str:
+    parts = text.split(maxsplit=1)
+    return parts[1].strip() if len(parts) > 1 else ""
+
+
+def _thread_key(services: Services, message: ChatMessage) -> str | None:
+    """The logical key (alert:12, plan:7) of the message a thread hangs off, when the bot knows it."""
+    if not message.thread:
+        return None
+    with services.pool.connection() as conn:
+        row = outbox.find_by_message_id(conn, platform=message.platform, channel=message.channel,
+                                        message_id=message.thread)
+    return row["key"] if row else None
+
+
+def _thread_alert(services: Services, thread_key: str | None) -> tuple[Alert, int] | None:
+    if not thread_key or not thread_key.startswith("alert:"):
+        return None
+    with services.pool.connection() as conn:
+        row = alert_store.get_alert(conn, int(thread_key.split(":", 1)[1]))
+    return (Alert.model_validate(row["payload"]), row["id"]) if row else None
+
+
+def _answer_with_annotation(services: Services, message: ChatMessage, classification: Classification,
+                            thread_key: str | None) -> None:
     entities = classification.entities
-    annotation, runbook_row = annotate(services, question=message.text, service=entities.get("service"),
-                                       environment=entities.get("environment"))
+    alert = _thread_alert(services, thread_key)
+    background = "\n".join(message.thread_context[-THREAD_CONTEXT_MESSAGES:]) or None
+    annotation, runbook_row = annotate(
+        services, alert=alert[0] if alert else None, alert_id=alert[1] if alert else None,
+        question=_question(message.text, classification), service=entities.get("service"),
+        environment=entities.get("environment"), background=background)
+    environment = entities.get("environment") or (alert[0].environment if alert else None)
     with services.pool.connection() as conn, conn.transaction():
         plan_id, card = store_annotation_plan(
-            conn, annotation, runbook_pk=runbook_row["id"] if runbook_row else None, alert_id=None,
-            requested_by=message.user.id, platform=message.platform, channel=message.channel,
-            thread=message.thread, environment=entities.get("environment"), workspace=services.workspace)
+            conn, annotation, runbook_pk=runbook_row["id"] if runbook_row else None,
+            alert_id=alert[1] if alert else None, requested_by=message.user.id, platform=message.platform,
+            channel=message.channel, thread=message.thread, environment=environment, workspace=services.workspace)
         outbox.enqueue(conn, platform=message.platform, channel=message.channel, op="post",
                        message_key=f"plan:{plan_id}" if plan_id else None, thread_id=message.thread,
-                       card=json.loads(card.model_dump_json()))
+                       card=_dump(card))
         queued = auto_run(conn, plan_id, services) if plan_id else []
     for step_id in queued:
         services.dispatch(step_id)
 
 
-def _reply(services: Services, message: ChatMessage, card: Card) -> None:
+def reply(services: Services, message: ChatMessage, card: Card, *, private: bool = False) -> None:
+    """Answer in the message's channel and thread; `private` shows it to the asker only where possible."""
     with services.pool.connection() as conn, conn.transaction():
-        outbox.enqueue(conn, platform=message.platform, channel=message.channel, op="post",
-                       thread_id=message.thread, card=json.loads(card.model_dump_json()))
+        outbox.enqueue(conn, platform=message.platform, channel=message.channel,
+                       op="ephemeral" if private else "post", recipient=message.user.id if private else None,
+                       thread_id=message.thread, card=_dump(card))
+
+
+def _dump(card: Card) -> dict[str, Any]:
+    return json.loads(card.model_dump_json())

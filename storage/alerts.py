@@ -25,6 +25,17 @@ def insert_alert(conn: psycopg.Connection, *, alert: dict[str, Any], workspace: 
     return row["id"], row["inserted"]
 
 
+def latest_for_fingerprint(conn: psycopg.Connection, fingerprint: str, *,
+                           workspace: str = "default") -> dict[str, Any] | None:
+    """The newest stored state (firing or resolved) of an alert."""
+    return conn.execute("SELECT * FROM alerts WHERE workspace = %s AND fingerprint = %s ORDER BY id DESC LIMIT 1",
+                        (workspace, fingerprint)).fetchone()
+
+
+def bump_notifications(conn: psycopg.Connection, alert_id: int) -> None:
+    conn.execute("UPDATE alerts SET notifications = notifications + 1 WHERE id = %s", (alert_id,))
+
+
 def get_alert(conn: psycopg.Connection, alert_id: int) -> dict[str, Any] | None:
     return conn.execute("SELECT * FROM alerts WHERE id = %s", (alert_id,)).fetchone()
 

@@ -40,7 +40,11 @@ def get_plan(conn: psycopg.Connection, plan_id: int) -> dict[str, Any] | None:
 
 
 def plan_steps(conn: psycopg.Connection, plan_id: int) -> list[dict[str, Any]]:
-    return conn.execute("SELECT * FROM plan_steps WHERE plan_id = %s ORDER BY ordinal", (plan_id,)).fetchall()
+    """The plan's steps in order, each with who decided it last (`decided_by`), for the card."""
+    return conn.execute(
+        """SELECT s.*, (SELECT a.actor FROM approvals a WHERE a.step_id = s.id ORDER BY a.id DESC LIMIT 1)
+                  AS decided_by
+           FROM plan_steps s WHERE s.plan_id = %s ORDER BY s.ordinal""", (plan_id,)).fetchall()
 
 
 def get_step(conn: psycopg.Connection, step_id: int, *, lock: bool = False) -> dict[str, Any] | None:

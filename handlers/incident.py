@@ -1,0 +1,74 @@
+"""The incident lifecycle from chat: status, ack, resolve, escalate. DETECTED -> ACKNOWLEDGED ->
+INVESTIGATING -> MITIGATED -> RESOLVED -> LEARNED; every move says who and when, in the timeline and the
+audit log. Incidents are opened from critical alerts (handlers.alert)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from engine.cards import Card, TextBlock, notice
+from engine.models import ChatMessage, Intent
+from handlers.services import Services
+from storage import audit
+from storage import incidents as incident_store
+
+ACK_FROM = ["DETECTED"]
+RESOLVE_FROM = ["DETECTED", "ACKNOWLEDGED", "INVESTIGATING", "MITIGATED"]
+
+
+def who(message: ChatMessage) -> str:
+    return message.user.email or message.user.id
+
+
+def handle_lifecycle(services: Services, message: ChatMessage, intent: Intent, *, thread_key: str | None,
+                     reason: str = "") -> tuple[Card, bool]:
+    """Apply a lifecycle command; returns (card, public): errors go only to the person who asked."""
+    with services.pool.connection() as conn, conn.transaction():
+        incident = incident_store.find_open(conn, channel=message.channel, thread=thread_key,
+                                            workspace=services.workspace)
+        if incident is None:
+            return notice("No open incident here",
+                          "There is no open incident in this channel. Incidents open from critical alerts; "
+                          "use `/warroom diagnose <symptom>` to investigate without one.", style="muted"), False
+        label = f"incident #{incident['id']} ({incident['title']})"
+        if intent is Intent.incident_status:
+            return status_card(conn, incident), True
+        actor = who(message)
+        if intent is Intent.acknowledge:
+            moved = incident_store.transition(conn, incident["id"], from_=ACK_FROM, to="ACKNOWLEDGED", actor=actor)
+            if moved is None:
+                return notice("Already acknowledged", f"{label} is {incident['state']}.", style="muted"), False
+            _audit(conn, services, actor, "incident.acknowledged", incident["id"])
+            return notice(f"Acknowledged by {message.user.name or actor}", label, style="success"), True
+        if intent is Intent.resolve:
+            moved = incident_store.transition(conn, incident["id"], from_=RESOLVE_FROM, to="RESOLVED", actor=actor,
+                                              note=reason or None)
+            if moved is None:
+                return notice("Not resolved", f"{label} is {incident['state']}.", style="muted"), False
+            _audit(conn, services, actor, "incident.resolved", incident["id"])
+            return notice(f"Resolved by {message.user.name or actor}", label, style="success"), True
+        if intent is Intent.escalate:
+            text = f"escalated: {reason}" if reason else "escalated"
+            incident_store.note(conn, incident["id"], actor=actor, note=text)
+            _audit(conn, services, actor, "incident.escalated", incident["id"], reason=reason)
+            return notice(f"Escalated by {message.user.name or actor}",
+                          f"{label} needs more hands{': ' + reason if reason else ''}. "
+                          "No paging target is configured, so nobody was paged automatically.",
+                          style="warning"), True
+    raise ValueError(f"not a lifecycle intent: {intent}")
+
+
+def status_card(conn, incident: dict) -> Card:
+    opened = incident["created_at"]
+    age = datetime.now(timezone.utc) - opened
+    lines = [f"*{incident['title']}* — *{incident['state']}*",
+             f"severity {incident['severity']}" + (f" · service {incident['service']}" if incident["service"] else "")
+             + f" · open {int(age.total_seconds() // 60)} min"]
+    timeline = [f"{t['at']:%H:%M:%S} {t['to_state']} by {t['actor']}" + (f" — {t['note']}" if t["note"] else "")
+                for t in incident_store.timeline(conn, incident["id"])]
+    return Card(kind="status", title=f"Incident #{incident['id']}",
+                blocks=[TextBlock(text="\n".join(lines)), TextBlock(text="\n".join(timeline), style="muted")])
+
+
+def _audit(conn, services: Services, actor: str, action: str, incident_id: int, **detail) -> None:
+    audit.append(conn, actor=actor, action=action, subject=f"incident:{incident_id}", detail=detail,
+                 workspace=services.workspace)
