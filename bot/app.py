@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import time
 
@@ -9,9 +11,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot.metrics import Metrics
-from bot.outbox import OutboxDispatcher
+from bot.outbox import OutboxDispatcher, Pace
 from bot.runtime import Runtime
+from bot.settings import Settings
+from bot.shell import render_text
 from bot.webhooks import alert_hook, changes_hook
+from engine.cards import Card
+from engine.config import ConfigError
 from engine.ports import ChatPort
 from handlers.alert import annotate_pending
 from storage import outbox
@@ -101,8 +107,50 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+# Slack takes about one message a second per channel, with short bursts.
+DEFAULT_PACE = {"slack": Pace(rate=1.0, burst=3)}
+
+
+def card_link_secret(settings: Settings) -> bytes | None:
+    for secret in (settings.slack_signing_secret, settings.slack_app_token, settings.webhook_token):
+        if secret is not None:
+            return hashlib.sha256(b"warroom-card-link:" + secret.get_secret_value().encode()).digest()
+    return None
+
+
+def card_link_signature(secret: bytes, ref: str) -> str:
+    return hmac.new(secret, ref.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def card_link(settings: Settings):
+    """ref -> a signed link to the full text of a card that had to be cut to fit (None: no public URL)."""
+    secret = card_link_secret(settings)
+    if not settings.public_url or secret is None:
+        return None
+    base = settings.public_url.rstrip("/")
+    return lambda ref: f"{base}/cards/{ref}?sig={card_link_signature(secret, ref)}"
+
+
+async def full_card(request: web.Request) -> web.Response:
+    """GET /cards/{ref}?sig=...: the whole card as text; the signature keeps other cards unguessable."""
+    secret = card_link_secret(request.app["settings"])
+    ref = request.match_info["ref"]
+    if secret is None or not hmac.compare_digest(request.query.get("sig", ""), card_link_signature(secret, ref)):
+        return web.json_response({"error": "unknown card"}, status=404)
+    services = request.app["services"]
+
+    def load():
+        with services.pool.connection() as conn:
+            return conn.execute("SELECT card FROM outbox WHERE id = %s", (int(ref),)).fetchone()
+
+    row = await asyncio.to_thread(load)
+    if row is None:
+        return web.json_response({"error": "unknown card"}, status=404)
+    return web.Response(text=render_text(Card.model_validate(row["card"])), content_type="text/plain")
+
+
 def build_app(runtime: Runtime, *, ports: dict[str, ChatPort] | None = None,
-              min_interval: dict[str, float] | None = None) -> web.Application:
+              pace: dict[str, Pace] | None = None) -> web.Application:
     settings = runtime.settings
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[timing])
     metrics = Metrics()
@@ -111,14 +159,35 @@ def build_app(runtime: Runtime, *, ports: dict[str, ChatPort] | None = None,
     app["services"] = runtime.services
     app["metrics"] = metrics
     app["annotator"] = Annotator(runtime, metrics)
-    app["dispatcher"] = OutboxDispatcher(runtime.services.pool, ports or {}, min_interval=min_interval)
+    ports = dict(ports or {})
+    app["slack"] = _slack(app, runtime, ports)
+    app["dispatcher"] = OutboxDispatcher(runtime.services.pool, ports, pace=DEFAULT_PACE if pace is None else pace)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get(r"/cards/{ref:\d+}", full_card)
     app.router.add_post("/hooks/alertmanager", alert_hook("alertmanager"))
     app.router.add_post("/hooks/changes", changes_hook)
     app.cleanup_ctx.append(_background)
     return app
+
+
+def _slack(app: web.Application, runtime: Runtime, ports: dict[str, ChatPort]):
+    """The Slack adapter when a bot token is set: HTTP on /slack/events, or Socket Mode with an app token."""
+    settings = runtime.settings
+    if settings.slack_bot_token is None or "slack" in ports:
+        return None
+    from bot.slack.app import SlackAdapter
+    from bot.slack.port import SlackPort
+
+    if settings.slack_app_token is None and settings.slack_signing_secret is None:
+        raise ConfigError("SLACK_BOT_TOKEN is set but SLACK_SIGNING_SECRET is not: requests to /slack/events "
+                          "cannot be verified (set it, or SLACK_APP_TOKEN for Socket Mode)")
+    adapter = SlackAdapter(runtime.services, settings, redis=runtime.redis, wake_annotator=app["annotator"].wake)
+    ports["slack"] = SlackPort(adapter.client, more_url=card_link(settings), text_renderer=render_text)
+    if not adapter.socket_mode:
+        app.router.add_post("/slack/events", adapter.handle_http)
+    return adapter
 
 
 async def _background(app: web.Application):
@@ -127,6 +196,14 @@ async def _background(app: web.Application):
     warm = asyncio.create_task(asyncio.to_thread(app["services"].embedder.embed, ["warm up"]), name="warm-up")
     tasks = [warm, asyncio.create_task(app["annotator"].run(stop), name="annotator"),
              asyncio.create_task(app["dispatcher"].run(stop), name="outbox")]
+    socket_mode = None
+    slack = app["slack"]
+    if slack is not None:
+        tasks.append(asyncio.create_task(slack.remember_identity(), name="slack-identity"))
+        if slack.socket_mode:
+            socket_mode = await slack.start_socket_mode()
     yield
     stop.set()  # stop taking new work; let the current drain finish
+    if socket_mode is not None:
+        await socket_mode.close_async()
     await asyncio.wait(tasks, timeout=15)

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(None, validation_alias=_alias("SLACK_SIGNING_SECRET"))
     slack_app_token: SecretStr | None = Field(None, validation_alias=_alias("SLACK_APP_TOKEN"))
     slack_api_url: str = Field("https://slack.com/api/", validation_alias=_alias("SLACK_API_URL"))
+    # Where people reach `warroom serve` (the Slack request URL without /slack/events); cards cut to fit a
+    # platform limit link to their full text there.
+    public_url: str | None = Field(None, validation_alias=_alias("WARROOM_PUBLIC_URL"))
 
     microsoft_app_id: str | None = Field(None, validation_alias=_alias("MicrosoftAppId", "MICROSOFTAPPID"))
     microsoft_app_password: SecretStr | None = Field(

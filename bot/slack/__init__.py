@@ -1,0 +1,1 @@
+"""The Slack adapter: translates between Slack and the engine."""
