@@ -137,6 +137,25 @@ def http_target():
     server.shutdown()
 
 
+class RecordingTarget:
+    """The same recorder as `http_target`, for module-scoped fixtures: `with RecordingTarget() as t`."""
+
+    def __enter__(self) -> "RecordingTarget":
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+        self.server.hits = []
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def paths(self) -> list[str]:
+        return list(self.server.hits)
+
+
 def runbook_yaml(url: str, *, runbook_id: str = "payments-high-error-rate", service: str = "payments-api",
                  alert: str = "PaymentsHighErrorRate") -> str:
     return f"""apiVersion: warroom/v1
