@@ -59,12 +59,20 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("paths", nargs="+", type=Path)
     s.add_argument("--source-type", default="auto",
                    choices=["auto", "markdown", "html", "yaml", "slack-export", "csv", "log"])
+    s.add_argument("--prune", action="store_true",
+                   help="also remove documents indexed from under PATH whose files are gone (a PATH that no "
+                        "longer exists removes everything indexed from it)")
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("search", help="retrieval with provenance")
     s.add_argument("query", nargs="?")
     s.add_argument("--top-k", type=int, default=5)
     s.add_argument("--json", action="store_true")
+    s.add_argument("--service", action="append", default=None, metavar="SERVICE",
+                   help="only documents about this service (repeatable: any of them)")
+    s.add_argument("--source-type", action="append", default=None, dest="source_types", metavar="TYPE",
+                   choices=["markdown", "html", "runbook", "slack", "ticket", "log", "incident"],
+                   help="only this kind of source (repeatable: any of them)")
     s.set_defaults(func=cmd_search)
 
     s = sub.add_parser("classify", help="intent and entities of an utterance")
@@ -134,11 +142,12 @@ def cmd_ingest(settings, args) -> int:
 
     with open_runtime(settings, need_redis=False) as runtime:
         report = ingest(runtime.services.pool, runtime.services.embedder, args.paths,
-                        source_type=args.source_type, workspace=settings.workspace)
+                        source_type=args.source_type, workspace=settings.workspace, prune=args.prune)
     for error in report.errors:
         print(f"error: {error}", file=sys.stderr)
     print(f"ingested: {len(report.added)} added, {len(report.updated)} updated, {len(report.unchanged)} unchanged, "
-          f"{len(report.errors)} failed ({report.chunks_embedded} chunks embedded)")
+          f"{len(report.errors)} failed" + (f", {len(report.removed)} removed" if args.prune else "")
+          + f" ({report.chunks_embedded} chunks embedded)")
     return 1 if report.errors else 0
 
 
@@ -158,7 +167,7 @@ def cmd_search(settings, args) -> int:
     with open_runtime(settings, need_redis=False) as runtime:
         for query in queries:
             results = search(runtime.services.pool, runtime.services.embedder, query, top_k=args.top_k,
-                             workspace=settings.workspace)
+                             workspace=settings.workspace, services=args.service, source_types=args.source_types)
             if args.json:
                 print(json.dumps({"query": query, "results": [
                     {"document_id": r.document_id, "chunk_id": r.chunk_id, "title": r.title, "source": r.source,

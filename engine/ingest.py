@@ -1,5 +1,6 @@
-"""Turning files into documents and chunks: markdown (front matter, headings kept as context) and
-executable runbook YAML. Pure functions; storage and embedding are done by `engine.knowledge`."""
+"""Turning files into documents and chunks: markdown (front matter, headings kept as context) and executable
+runbook YAML here; HTML, Slack exports, ticket CSVs and logs in `engine.sources`. Pure functions; storage and
+embedding are done by `engine.knowledge`."""
 from __future__ import annotations
 
 import hashlib
@@ -11,11 +12,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from engine.chunking import chunk_blocks, embedding_windows, gist, humanize, parse_sections, to_blocks
+from engine.chunking import split_words  # noqa: F401  (re-exported; it moved to engine.chunking)
 from engine.models import Runbook, first_error
 
-CHUNK_WORDS = 220       # MiniLM reads 256 word pieces; keep each chunk inside what it embeds
-OVERLAP_WORDS = 55      # ~25 % overlap so a fact split across a boundary is found from both sides
-SOURCE_TYPES = ("markdown", "yaml")
+SOURCE_TYPES = ("markdown", "html", "yaml", "slack-export", "csv", "log")   # the CLI's --source-type
 
 
 class IngestError(ValueError):
@@ -38,32 +39,51 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def detect_type(path: Path) -> str:
+HEAD_BYTES = 4096   # how much of a file the type detection peeks at
+
+
+def detect_type(path: Path, head: bytes | None = None) -> str | None:
+    """The source type a file's name (and, for ambiguous names, its first bytes) says it is; None if unknown.
+    Markdown and executable-runbook YAML by suffix; HTML, Slack exports, ticket CSVs and logs by
+    `engine.sources.detect_source_type`."""
+    from engine.sources import detect_source_type   # engine.sources builds on this module
+
     suffix = path.suffix.lower()
-    if suffix in (".md", ".markdown", ".txt"):
+    if suffix in (".md", ".markdown"):
         return "markdown"
     if suffix in (".yml", ".yaml"):
         return "yaml"
-    raise IngestError(f"{path}: cannot tell the source type from the name (use --source-type)")
+    if head is None:
+        with path.open("rb") as fh:
+            head = fh.read(HEAD_BYTES)
+    found = detect_source_type(path, head)
+    if found is None and suffix == ".txt":
+        return "markdown"     # plain notes: markdown without headings
+    return found
 
 
 def parse_file(path: Path, source_type: str = "auto") -> ParsedDocument:
+    from engine.sources import PARSERS
+
     data = path.read_bytes()
-    kind = detect_type(path) if source_type == "auto" else source_type
+    kind = detect_type(path, data[:HEAD_BYTES]) if source_type == "auto" else source_type
+    if kind is None:
+        raise IngestError(f"{path}: cannot tell the source type from the name or content (use --source-type)")
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise IngestError(f"{path}: not UTF-8 text") from exc
-    source = str(path.resolve())
+    source, digest = str(path.resolve()), content_hash(data)
     if kind == "markdown":
-        return parse_markdown(text, source=source, digest=content_hash(data))
+        return parse_markdown(text, source=source, digest=digest)
     if kind == "yaml":
-        return parse_runbook_yaml(text, source=source, digest=content_hash(data))
-    raise IngestError(f"{path}: unsupported source type {kind!r}")
+        return parse_runbook_yaml(text, source=source, digest=digest)
+    if kind in PARSERS:
+        return PARSERS[kind](text, source=source, digest=digest)
+    raise IngestError(f"{path}: unsupported source type {kind!r} (one of: {', '.join(SOURCE_TYPES)})")
 
 
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
-_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 
 
 def _split_front_matter(text: str) -> tuple[dict[str, Any], str]:
@@ -86,53 +106,48 @@ def _as_list(value: Any) -> list[str]:
 
 
 def parse_markdown(text: str, *, source: str, digest: str) -> ParsedDocument:
+    """Front matter for title and services; the body chunked at headings (see `engine.chunking`)."""
     meta, body = _split_front_matter(text)
-    sections: list[tuple[list[str], list[str]]] = [([], [])]
-    title = str(meta.get("title") or "")
-    in_code = False
-    for line in body.splitlines():
-        if line.strip().startswith("```"):
-            in_code = not in_code
-        match = None if in_code else _HEADING.match(line)
-        if match:
-            level, heading = len(match.group(1)), match.group(2).strip()
-            if level == 1 and not title:
-                title = heading
-            trail = sections[-1][0][: level - 1] + [heading]
-            sections.append((trail, []))
-        else:
-            sections[-1][1].append(line)
-    title = title or Path(source).stem
+    heading = _first_h1(body)
+    title = str(meta.get("title") or heading or Path(source).stem)
     services = _as_list(meta.get("services") or meta.get("service"))
-    chunks = []
-    for trail, lines in sections:
-        content = "\n".join(lines).strip()
-        if not content:
-            continue
-        heading = " > ".join(trail)
-        for piece in split_words(content):
-            chunks.append({"title": title, "heading": heading, "text": piece, "source_type": "markdown",
-                           "services": services})
-    if not chunks:
-        chunks.append({"title": title, "heading": "", "text": title, "source_type": "markdown",
-                       "services": services})
+    keywords = _keywords(title, heading, *_as_list(meta.get("alerts") or meta.get("alert")))
+    chunks = build_chunks(body, title=title, source_type="markdown", services=services, keywords=keywords)
+    # A page with no body (a section index, say) is still recorded, so re-ingesting it is a hash skip,
+    # but it gets no chunk: a title alone would only crowd out the pages that say something.
     return ParsedDocument(source=source, source_type="markdown", title=title, content_hash=digest,
                           services=services, chunks=chunks,
                           metadata={k: v for k, v in meta.items() if isinstance(v, (str, int, float, list))})
 
 
-def split_words(text: str, size: int = CHUNK_WORDS, overlap: int = OVERLAP_WORDS) -> list[str]:
-    """Windows of `size` words overlapping by `overlap`; line breaks inside a window are kept."""
-    tokens = re.findall(r"\S+\s*", text)
-    if len(tokens) <= size:
-        return [text]
-    out, start = [], 0
-    while start < len(tokens):
-        out.append("".join(tokens[start:start + size]).strip())
-        if start + size >= len(tokens):
-            break
-        start += size - overlap
-    return out
+def _first_h1(body: str) -> str:
+    """The first level-1 heading outside code fences."""
+    for trail, _, _ in parse_sections(body):
+        if len(trail) == 1:
+            return trail[0]
+    return ""
+
+
+def _keywords(*names: str) -> str:
+    """Names split into words for the full-text index (`KubePodCrashLooping` -> `Kube Pod Crash Looping`)."""
+    seen: list[str] = []
+    for name in names:
+        words = humanize(name)
+        if words and words not in seen:
+            seen.append(words)
+    return " ".join(seen)
+
+
+def build_chunks(body: str, *, title: str, source_type: str, services: list[str], keywords: str = ""
+                 ) -> list[dict[str, Any]]:
+    """Chunk dicts as storage takes them, each with the embedding windows that cover it and the document's
+    opening sentence (`gist`), which is embedded with every window but stored nowhere."""
+    blocks = to_blocks(body)
+    opening = gist(blocks)
+    return [{"title": title, "heading": chunk.heading, "text": chunk.text, "source_type": source_type,
+             "services": services, "keywords": keywords, "gist": opening,
+             "windows": [{"heading": " > ".join(trail), "text": text} for trail, text in embedding_windows(chunk)]}
+            for chunk in chunk_blocks(blocks)]
 
 
 def validate_runbook(data: Any, *, where: str = "runbook") -> Runbook:
@@ -157,25 +172,36 @@ def parse_runbook_yaml(text: str, *, source: str, digest: str) -> ParsedDocument
     steps_text = "\n".join(f"- {s.title} ({s.connector}, {s.risk.value})" for s in runbook.steps)
     header = f"Alerts: {', '.join(meta.alerts)}\nServices: {', '.join(meta.services)}\n" if (
         meta.alerts or meta.services) else ""
-    chunks = [{"title": meta.title, "heading": "Description", "text": piece, "source_type": "runbook",
-               "services": meta.services}
-              for piece in split_words(header + runbook.description.strip())]
-    chunks.append({"title": meta.title, "heading": "Steps", "text": steps_text, "source_type": "runbook",
-                   "services": meta.services})
+    keywords = _keywords(meta.title, *meta.alerts)
+    chunks = build_chunks(f"# Description\n{header}{runbook.description.strip()}\n# Steps\n{steps_text}",
+                          title=meta.title, source_type="runbook", services=meta.services, keywords=keywords)
     return ParsedDocument(source=source, source_type="runbook", title=meta.title, content_hash=digest,
                           services=meta.services, chunks=chunks,
                           metadata={"runbook_id": meta.id, "alerts": meta.alerts},
                           runbook=runbook.model_dump(mode="json", by_alias=True))
 
 
-def iter_files(paths: list[Path]) -> list[Path]:
+def iter_files(paths: list[Path], source_type: str = "auto") -> list[Path]:
+    """Files to ingest: each file named, and in each directory every non-hidden file of a known type (with an
+    explicit `source_type`, every non-hidden file). A directory walk skips what it cannot read as knowledge
+    (images, package.json); a file named on the command line that cannot be read is an error later."""
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
-            out.extend(sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
-                              and p.suffix.lower() in (".md", ".markdown", ".yml", ".yaml", ".txt")))
+            for p in sorted(path.rglob("*")):
+                if not p.is_file() or any(part.startswith(".") for part in p.relative_to(path).parts):
+                    continue
+                if source_type != "auto" or _known_type(p):
+                    out.append(p)
         elif path.exists():
             out.append(path)
         else:
             raise IngestError(f"{path}: no such file or directory")
     return out
+
+
+def _known_type(path: Path) -> bool:
+    try:
+        return detect_type(path) is not None
+    except OSError:
+        return True   # unreadable: let parse_file report it with its reason
