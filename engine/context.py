@@ -10,6 +10,7 @@ from psycopg_pool import ConnectionPool
 from engine import knowledge
 from engine.embedder import Embedder
 from engine.models import Alert, Change, Citation
+from engine.precedents import MAX_PRECEDENTS, SOURCE_TYPE as INCIDENT_SOURCE, Precedent
 from storage import alerts as alert_store
 from storage import runbooks as runbook_store
 
@@ -29,6 +30,7 @@ class Context:
     citations: list[Citation] = field(default_factory=list)
     runbooks: list[dict[str, Any]] = field(default_factory=list)   # active runbook rows, best first
     feedback: dict[str, tuple[int, int]] = field(default_factory=dict)  # title -> (helpful, total)
+    precedents: list[Precedent] = field(default_factory=list)           # similar resolved incidents
 
     @property
     def anchor_time(self) -> datetime:
@@ -62,6 +64,7 @@ def assemble(pool: ConnectionPool, embedder: Embedder, *, alert: Alert | None = 
                                                              workspace=workspace)]
         ctx.runbooks = _matching_runbooks(conn, ctx, workspace)
         ctx.feedback = _feedback(conn, service, workspace)
+        ctx.precedents = _precedents(conn, pool, embedder, ctx, workspace) if ctx.query_text else []
     for change in extra_changes or []:
         if (service is None or change.service == service) and \
                 anchor - CHANGE_LOOKBACK <= change.at <= anchor + timedelta(minutes=5):
@@ -84,6 +87,25 @@ def _matching_runbooks(conn, ctx: Context, workspace: str) -> list[dict[str, Any
         if row and row["id"] not in seen:
             seen.add(row["id"])
             out.append(dict(row, match="text", retrieval_score=citation.score))
+    return out
+
+
+def _precedents(conn, pool: ConnectionPool, embedder: Embedder, ctx: Context, workspace: str) -> list[Precedent]:
+    """Resolved incidents that read like this one, with the resolution each recorded."""
+    found = knowledge.search(pool, embedder, ctx.query_text, top_k=MAX_PRECEDENTS, workspace=workspace,
+                             source_types=[INCIDENT_SOURCE])
+    if not found:
+        return []
+    rows = conn.execute("SELECT id, title, source, metadata FROM documents WHERE id = ANY(%s)",
+                        ([c.document_id for c in found],)).fetchall()
+    by_id = {r["id"]: r for r in rows}
+    out = []
+    for citation in found:
+        row = by_id.get(citation.document_id)
+        resolution = ((row or {}).get("metadata") or {}).get("resolution")
+        if row and resolution:
+            out.append(Precedent(incident_id=int(row["metadata"].get("incident_id", 0)), title=row["title"],
+                                 resolution=resolution, source=row["source"]))
     return out
 
 

@@ -23,7 +23,10 @@ _SEVERITY = {"critical": 1.0, "page": 1.0, "high": 0.9, "error": 0.85, "major": 
 _MATCH = {"alert_name": 1.0, "service": 0.75, "text": 0.5, None: 0.4}
 
 
-def score(candidate: Candidate, context: Context, *, precedents: int = 0) -> Hypothesis:
+def score(candidate: Candidate, context: Context, *, precedents: int | None = None) -> Hypothesis:
+    """`precedents`: how many past incidents confirm this cause; by default its `precedent` evidence."""
+    if precedents is None:
+        precedents = sum(1 for e in candidate.evidence if e.kind == "precedent")
     factors = {
         "signal_strength": _signal(candidate, context),
         "temporal_correlation": _temporal(candidate, context),

@@ -9,6 +9,7 @@ from engine.context import assemble
 from engine.hypotheses import rank
 from engine.models import Alert, Annotation, Change
 from engine.planner import build_plan
+from engine.precedents import supported
 from handlers.services import Services
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ def annotate(services: Services, *, alert: Alert | None = None, alert_id: int | 
     except Exception:  # a failing model never leaves a thread without an answer
         log.exception("provider %s failed; answering with the offline provider", services.provider.name)
         candidates = services.fallback.hypotheses(context)
+    candidates = supported(candidates, context.precedents, services.embedder)
     hypotheses, inconclusive = rank(candidates, context)
     plan, runbook_row = build_plan(context, services.config)
     annotation = Annotation(alert=alert, question=question, service=service, hypotheses=hypotheses,

@@ -3,13 +3,17 @@ INVESTIGATING -> MITIGATED -> RESOLVED -> LEARNED; every move says who and when,
 audit log. Incidents are opened from critical alerts (handlers.alert)."""
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 
 from engine.cards import Card, TextBlock, notice
 from engine.models import ChatMessage, Intent
+from engine.precedents import load_incident_document
 from handlers.services import Services
 from storage import audit
 from storage import incidents as incident_store
+
+log = logging.getLogger(__name__)
 
 ACK_FROM = ["DETECTED"]
 RESOLVE_FROM = ["DETECTED", "ACKNOWLEDGED", "INVESTIGATING", "MITIGATED"]
@@ -21,7 +25,29 @@ def who(message: ChatMessage) -> str:
 
 def handle_lifecycle(services: Services, message: ChatMessage, intent: Intent, *, thread_key: str | None,
                      reason: str = "") -> tuple[Card, bool]:
-    """Apply a lifecycle command; returns (card, public): errors go only to the person who asked."""
+    """Apply a lifecycle command; returns (card, public): errors go only to the person who asked.
+    A resolved incident is indexed as a precedent once the transition is committed."""
+    resolved: list[int] = []
+    card, public = _apply(services, message, intent, thread_key=thread_key, reason=reason, resolved=resolved)
+    for incident_id in resolved:
+        try:
+            index_incident(services, incident_id)
+        except Exception:  # the incident is resolved either way; indexing is retried on the next resolve/learn
+            log.exception("indexing incident %s as a precedent failed", incident_id)
+    return card, public
+
+
+def index_incident(services: Services, incident_id: int) -> None:
+    """Make a resolved incident findable as knowledge (source `incident:<id>`), replacing an older version."""
+    from engine.knowledge import store_parsed  # keeps the chat path free of ingest imports until needed
+
+    doc = load_incident_document(services.pool, incident_id)
+    if doc is not None:
+        store_parsed(services.pool, services.embedder, doc, workspace=services.workspace)
+
+
+def _apply(services: Services, message: ChatMessage, intent: Intent, *, thread_key: str | None, reason: str,
+           resolved: list[int]) -> tuple[Card, bool]:
     with services.pool.connection() as conn, conn.transaction():
         incident = incident_store.find_open(conn, channel=message.channel, thread=thread_key,
                                             workspace=services.workspace)
@@ -45,6 +71,7 @@ def handle_lifecycle(services: Services, message: ChatMessage, intent: Intent, *
             if moved is None:
                 return notice("Not resolved", f"{label} is {incident['state']}.", style="muted"), False
             _audit(conn, services, actor, "incident.resolved", incident["id"])
+            resolved.append(incident["id"])
             return notice(f"Resolved by {message.user.name or actor}", label, style="success"), True
         if intent is Intent.escalate:
             text = f"escalated: {reason}" if reason else "escalated"
