@@ -147,7 +147,8 @@ def cmd_ingest(settings, args) -> int:
         print(f"error: {error}", file=sys.stderr)
     print(f"ingested: {len(report.added)} added, {len(report.updated)} updated, {len(report.unchanged)} unchanged, "
           f"{len(report.errors)} failed" + (f", {len(report.removed)} removed" if args.prune else "")
-          + f" ({report.chunks_embedded} chunks embedded)")
+          + f" ({report.chunks_embedded} chunks indexed; {report.windows_embedded} texts embedded, "
+            f"{report.windows_reused} reused)")
     return 1 if report.errors else 0
 
 

@@ -38,7 +38,9 @@ class IngestReport:
     unchanged: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
-    chunks_embedded: int = 0
+    chunks_embedded: int = 0     # chunks stored from new or changed documents
+    windows_embedded: int = 0    # window texts the model embedded
+    windows_reused: int = 0      # window vectors taken from identical text already indexed (no model work)
 
 
 def ingest(pool: ConnectionPool, embedder: Embedder, paths: Sequence[Path], *, source_type: str = "auto",
@@ -104,7 +106,8 @@ def _flush(pool: ConnectionPool, embedder: Embedder, pending: list[tuple[ParsedD
     """Embed the windows of all pending documents in one call, then store each document in its own transaction."""
     if not pending:
         return
-    for (doc, replaced), windows in zip(pending, _embed_documents(embedder, [doc for doc, _ in pending])):
+    embedded = _embed_documents(pool, embedder, [doc for doc, _ in pending], workspace, report)
+    for (doc, replaced), windows in zip(pending, embedded):
         _store(pool, doc, windows, workspace)
         report.chunks_embedded += len(doc.chunks)
         (report.updated if replaced else report.added).append(doc.source)
@@ -113,21 +116,33 @@ def _flush(pool: ConnectionPool, embedder: Embedder, pending: list[tuple[ParsedD
 
 def store_parsed(pool: ConnectionPool, embedder: Embedder, doc: ParsedDocument, *, workspace: str = "default") -> None:
     """Embed and store one already-parsed document (e.g. a resolved incident), replacing an older version."""
-    _store(pool, doc, _embed_documents(embedder, [doc])[0], workspace)
+    _store(pool, doc, _embed_documents(pool, embedder, [doc], workspace)[0], workspace)
 
 
-def _embed_documents(embedder: Embedder, docs: Sequence[ParsedDocument]) -> list[list[np.ndarray]]:
-    """One embedder call for every window of every chunk of `docs`; per document, per chunk, the window vectors."""
+def window_hash(embedder: Embedder, text: str) -> str:
+    """What a window vector is keyed by: the exact text embedded and the model that embedded it."""
+    model = getattr(embedder, "model_name", type(embedder).__name__)
+    return content_hash(f"{model}\0{text}".encode())
+
+
+def _embed_documents(pool: ConnectionPool, embedder: Embedder, docs: Sequence[ParsedDocument], workspace: str,
+                     report: IngestReport | None = None) -> list[list[tuple[np.ndarray, list[str]]]]:
+    """Per document, per chunk: its window vectors and their hashes. A window whose text (and model) is already
+    stored anywhere in the workspace reuses that vector, and a text repeated in the batch is embedded once, so a
+    copied file or an edit to one section of a long page only embeds what is new. The rest goes to the embedder
+    in one call."""
     texts = [[[_embedding_text(chunk, window) for window in _windows(chunk)] for chunk in doc.chunks] for doc in docs]
-    vectors = embedder.embed([t for doc in texts for chunk in doc for t in chunk])
-    out, at = [], 0
-    for doc in texts:
-        per_chunk = []
-        for chunk in doc:
-            per_chunk.append(vectors[at:at + len(chunk)])
-            at += len(chunk)
-        out.append(per_chunk)
-    return out
+    hashes = [[[window_hash(embedder, t) for t in chunk] for chunk in doc] for doc in texts]
+    by_hash = {h: t for doc_t, doc_h in zip(texts, hashes) for ct, ch in zip(doc_t, doc_h) for t, h in zip(ct, ch)}
+    with pool.connection() as conn:
+        known = kb.vectors_by_hash(conn, list(by_hash), workspace=workspace)
+    missing = [h for h in by_hash if h not in known]
+    fresh = dict(zip(missing, embedder.embed([by_hash[h] for h in missing]))) if missing else {}
+    if report is not None:
+        report.windows_embedded += len(missing)
+        report.windows_reused += sum(1 for doc in hashes for chunk in doc for h in chunk) - len(missing)
+    vectors = {**known, **fresh}
+    return [[(np.asarray([vectors[h] for h in chunk], dtype=np.float32), chunk) for chunk in doc] for doc in hashes]
 
 
 def _windows(chunk: dict) -> list[dict]:
@@ -157,13 +172,15 @@ def _same_name(a: str, b: str) -> bool:
     return re.sub(r"\W", "", a).lower() == re.sub(r"\W", "", b).lower()
 
 
-def _store(pool: ConnectionPool, doc: ParsedDocument, windows: list[np.ndarray], workspace: str) -> None:
+def _store(pool: ConnectionPool, doc: ParsedDocument, windows: list[tuple[np.ndarray, list[str]]],
+           workspace: str) -> None:
     metadata = {**doc.metadata, "index_version": INDEX_VERSION}
     with pool.connection() as conn, conn.transaction():
         doc_id = kb.upsert_document(conn, source=doc.source, source_type=doc.source_type, title=doc.title,
                                     content_hash=doc.content_hash, services=doc.services,
                                     metadata=metadata, workspace=workspace)
-        kb.replace_chunks(conn, document_id=doc_id, chunks=doc.chunks, windows=windows, workspace=workspace)
+        kb.replace_chunks(conn, document_id=doc_id, chunks=doc.chunks, windows=[v for v, _ in windows],
+                          window_hashes=[h for _, h in windows], workspace=workspace)
         if doc.runbook:
             rb.upsert_runbook(conn, spec=doc.runbook, content_hash=doc.content_hash, document_id=doc_id,
                               workspace=workspace)

@@ -41,11 +41,12 @@ def upsert_document(conn: psycopg.Connection, *, source: str, source_type: str, 
 
 def replace_chunks(conn: psycopg.Connection, *, document_id: int, chunks: Sequence[dict[str, Any]],
                    windows: Sequence[np.ndarray] | None = None, embeddings: np.ndarray | None = None,
-                   workspace: str = "default") -> None:
+                   window_hashes: Sequence[Sequence[str]] | None = None, workspace: str = "default") -> None:
     """Swap a document's chunks for new ones in the caller's transaction (all or nothing).
 
     `windows[i]` holds chunk i's window vectors (one row per window); each becomes a `chunk_vectors` row, and
-    the chunk's own `embedding` is their normalised mean. Callers with one vector per chunk pass `embeddings`."""
+    the chunk's own `embedding` is their normalised mean. Callers with one vector per chunk pass `embeddings`.
+    `window_hashes[i][j]` keys window j's vector by its text and model, so identical text is never embedded twice."""
     if windows is None:
         windows = [np.asarray(embeddings)[i:i + 1] for i in range(len(chunks))]
     conn.execute("DELETE FROM chunks WHERE document_id = %s", (document_id,))
@@ -58,15 +59,33 @@ def replace_chunks(conn: psycopg.Connection, *, document_id: int, chunks: Sequen
                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
                 (document_id, workspace, i, chunk["title"], chunk.get("heading", ""), chunk["text"],
                  chunk["source_type"], services, chunk.get("keywords", ""), _mean_unit(windows[i]))).fetchone()["id"]
+            keys = window_hashes[i] if window_hashes is not None else [""] * len(windows[i])
             cur.executemany(
-                """INSERT INTO chunk_vectors (chunk_id, workspace, source_type, services, embedding)
-                   VALUES (%s, %s, %s, %s, %s)""",
-                [(chunk_id, workspace, chunk["source_type"], services, vector) for vector in windows[i]])
+                """INSERT INTO chunk_vectors (chunk_id, workspace, source_type, services, embedding, text_hash)
+                   VALUES (%s, %s, %s, %s, %s, %s)""",
+                [(chunk_id, workspace, chunk["source_type"], services, vector, key)
+                 for vector, key in zip(windows[i], keys)])
 
 
 def _mean_unit(vectors: np.ndarray) -> np.ndarray:
     mean = np.asarray(vectors, dtype=np.float32).mean(axis=0)
     return mean / max(float(np.linalg.norm(mean)), 1e-12)
+
+
+def vectors_by_hash(conn: psycopg.Connection, hashes: Sequence[str], *, workspace: str = "default"
+                    ) -> dict[str, np.ndarray]:
+    """Stored window vectors for these text hashes (any one row per hash: identical text, identical vector)."""
+    if not hashes:
+        return {}
+    rows = conn.execute(
+        """SELECT DISTINCT ON (text_hash) text_hash, embedding FROM chunk_vectors
+           WHERE workspace = %s AND text_hash = ANY(%s)""", (workspace, list(hashes))).fetchall()
+    return {r["text_hash"]: _as_array(r["embedding"]) for r in rows}
+
+
+def _as_array(vector: Any) -> np.ndarray:
+    """pgvector hands back its own `Vector` type (or a numpy array, depending on the version)."""
+    return np.asarray(vector.to_numpy() if hasattr(vector, "to_numpy") else vector, dtype=np.float32)
 
 
 def delete_document(conn: psycopg.Connection, *, source: str, workspace: str = "default") -> bool:

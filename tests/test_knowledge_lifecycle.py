@@ -146,3 +146,40 @@ def test_a_long_question_of_rare_words_is_searchable(pool, embedder, tmp_path):
     ingest(pool, embedder, [tmp_path])
     question = " ".join(f"zyx{i}qv" for i in range(60)) + " checkout latency monitor"
     assert [c.title for c in search(pool, embedder, question)] == ["Datadog monitor"]
+
+
+def _long_page(sections: dict[str, str]) -> str:
+    body = ["# Payments API runbook", "", "What to do when payments-api misbehaves.", ""]
+    for heading, fact in sections.items():
+        body += [f"## {heading}", ""] + [f"{fact} Step {i}: " + " ".join(["check the dashboards"] * 12)
+                                         for i in range(8)] + [""]
+    return "\n".join(body)
+
+
+def test_identical_text_is_never_embedded_twice(pool, embedder, tmp_path):
+    """Dedup by content hash reaches below the document: a copied page reuses every vector, and an edit to one
+    section of a long page embeds only the windows whose text changed."""
+    sections = {name: f"The {name.lower()} notes." for name in ("Symptoms", "Diagnosis", "Mitigation", "Rollback")}
+    page = tmp_path / "a" / "payments.md"
+    page.parent.mkdir()
+    page.write_text(_long_page(sections))
+    first = ingest(pool, embedder, [tmp_path])
+    assert first.windows_embedded >= 4 and first.windows_reused == 0
+
+    copy = tmp_path / "b" / "payments.md"
+    copy.parent.mkdir()
+    copy.write_text(page.read_text())
+    copied = ingest(pool, embedder, [tmp_path])
+    assert copied.added == [str(copy.resolve())] and copied.windows_embedded == 0
+    assert copied.windows_reused == first.windows_embedded
+
+    page.write_text(_long_page({**sections, "Rollback": "Roll back with helm rollback payments-api."}))
+    edited = ingest(pool, embedder, [tmp_path])
+    assert edited.updated == [str(page.resolve())]
+    assert 0 < edited.windows_embedded < first.windows_embedded and edited.windows_reused > 0
+    found = search(pool, embedder, "how do I roll back payments with helm", top_k=1)
+    assert found[0].source == str(page.resolve())
+    with pool.connection() as conn:   # a reused vector is the same vector the model gave the original text
+        rows = conn.execute("""SELECT count(DISTINCT embedding::text) AS vectors, count(DISTINCT text_hash) AS texts
+                               FROM chunk_vectors""").fetchone()
+    assert rows["vectors"] == rows["texts"]

@@ -7,10 +7,14 @@ CREATE TABLE chunk_vectors (
     workspace    text NOT NULL,
     source_type  text NOT NULL,
     services     text[] NOT NULL DEFAULT '{}',
-    embedding    vector(384) NOT NULL
+    embedding    vector(384) NOT NULL,
+    -- sha256 of the model name and the exact text embedded: identical text reuses the stored vector instead of
+    -- being embedded again (a copied page, the unchanged sections of an edited one). '' when unknown.
+    text_hash    text NOT NULL DEFAULT ''
 );
 CREATE INDEX chunk_vectors_embedding_hnsw ON chunk_vectors USING hnsw (embedding vector_cosine_ops);
 CREATE INDEX chunk_vectors_chunk ON chunk_vectors (chunk_id);
+CREATE INDEX chunk_vectors_text_hash ON chunk_vectors (workspace, text_hash);
 -- A selective filter (one service, incidents only) is cheaper as an exact search over the rows it keeps than as
 -- an HNSW walk that throws most rows away; these let the planner find those rows without a full scan.
 CREATE INDEX chunk_vectors_services ON chunk_vectors USING gin (services);
