@@ -121,33 +121,28 @@ def to_blocks(body: str, max_tokens: int = BLOCK_MAX_TOKENS) -> list[Block]:
 def _cut(text: str, max_tokens: int) -> list[str]:
     if count_tokens(text) <= max_tokens:
         return [text]
-    pieces, current = [], []
-    for unit in _units(text, max_tokens):
-        if current and count_tokens("\n".join(current + [unit])) > max_tokens:
-            pieces.append("\n".join(current))
-            current = []
-        current.append(unit)
-    if current:
-        pieces.append("\n".join(current))
-    return pieces
+    return _pack(_units(text, max_tokens), max_tokens, "\n")
 
 
 def _units(text: str, max_tokens: int) -> list[str]:
     """Lines, and a line too long by itself as runs of words."""
     out = []
     for line in text.splitlines():
-        if count_tokens(line) <= max_tokens:
-            out.append(line)
-            continue
-        words, run = line.split(), []
-        for word in words:
-            if run and count_tokens(" ".join(run + [word])) > max_tokens:
-                out.append(" ".join(run))
-                run = []
-            run.append(word)
-        if run:
-            out.append(" ".join(run))
+        out.extend([line] if count_tokens(line) <= max_tokens else _pack(line.split(), max_tokens, " "))
     return out
+
+
+def _pack(units: list[str], max_tokens: int, sep: str) -> list[str]:
+    """Consecutive units joined by `sep` into pieces of at most `max_tokens` (a unit alone may exceed it)."""
+    pieces, current = [], []
+    for unit in units:
+        if current and count_tokens(sep.join(current + [unit])) > max_tokens:
+            pieces.append(sep.join(current))
+            current = []
+        current.append(unit)
+    if current:
+        pieces.append(sep.join(current))
+    return pieces
 
 
 def chunk_blocks(blocks: list[Block], *, max_tokens: int = CHUNK_MAX_TOKENS, min_tokens: int = CHUNK_MIN_TOKENS,
