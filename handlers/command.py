@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from engine.cards import Card, TextBlock, notice
@@ -78,8 +79,13 @@ def _vague_question_in_a_thread(services: Services, message: ChatMessage, classi
     return False
 
 
+_ADDRESSED = re.compile(r"^\s*(?:/warroom|@warroom)\b[\s,:]*", re.I)
+
+
 def _strip_subcommand_noise(text: str) -> str:
-    return text.strip().removeprefix("/warroom").strip()
+    """The message without the way it was addressed to the bot (`/warroom`, or a typed `@warroom`; adapters
+    remove real platform mentions), so `@warroom resolve fixed by rollback` has the reason `fixed by rollback`."""
+    return _ADDRESSED.sub("", text).strip()
 
 
 def _question(text: str, classification: Classification) -> str:
