@@ -100,4 +100,9 @@ def annotation_card(annotation: Annotation, *, steps: list[CardStep], plan_id: i
 
 
 def factor_breakdown(hypothesis: Hypothesis) -> str:
-    return ", ".join(f"{name.replace('_', ' ')} {hypothesis.factors.get(name, 0):.2f}" for name in WEIGHTS)
+    """The five factors as the score adds them up: `signal strength 0.80×0.25 + … = 0.57`."""
+    if not hypothesis.factors:
+        return f"confidence {hypothesis.confidence:.2f}"
+    terms = " + ".join(f"{name.replace('_', ' ')} {hypothesis.factors.get(name, 0):.2f}×{weight:.2f}"
+                       for name, weight in WEIGHTS.items())
+    return f"{terms} = {hypothesis.confidence:.2f}"

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import numpy as np
 from psycopg_pool import ConnectionPool
 
 from engine import knowledge
@@ -31,6 +32,12 @@ class Context:
     runbooks: list[dict[str, Any]] = field(default_factory=list)   # active runbook rows, best first
     feedback: dict[str, tuple[int, int]] = field(default_factory=dict)  # title -> (helpful, total)
     precedents: list[Precedent] = field(default_factory=list)           # similar resolved incidents
+    # Changes on *other* services in the same window: evidence only when the alert names their service.
+    nearby_changes: list[Change] = field(default_factory=list)
+    # How closely each retrieved document (citations and precedents, by source) reads like the alert: cosine between
+    # the query and the cited chunk's best window. Retrieval always returns its top k; this says whether they fit.
+    similarity: dict[str, float] = field(default_factory=dict)
+    doc_services: dict[str, list[str]] = field(default_factory=dict)   # source -> services the document is about
 
     @property
     def anchor_time(self) -> datetime:
@@ -57,20 +64,28 @@ def assemble(pool: ConnectionPool, embedder: Embedder, *, alert: Alert | None = 
     with pool.connection() as conn:
         ctx.related_alerts = alert_store.related_alerts(
             conn, service=service, exclude_id=alert_id, since=now - RELATED_WINDOW, workspace=workspace)
-        ctx.changes = [Change.model_validate({k: row[k] for k in ("service", "kind", "summary", "version",
-                                                                  "author", "at")})
-                       for row in alert_store.recent_changes(conn, service=service, since=anchor - CHANGE_LOOKBACK,
-                                                             until=anchor + timedelta(minutes=5),
-                                                             workspace=workspace)]
+        window = {"since": anchor - CHANGE_LOOKBACK, "until": anchor + timedelta(minutes=5), "workspace": workspace}
+        ctx.changes = [_change(row) for row in alert_store.recent_changes(conn, service=service, **window)]
+        if service:
+            ctx.nearby_changes = [_change(row) for row in alert_store.recent_changes(conn, service=None, **window)
+                                  if row["service"] != service]
         ctx.runbooks = _matching_runbooks(conn, ctx, workspace)
         ctx.feedback = _feedback(conn, service, workspace)
-        ctx.precedents = _precedents(conn, pool, embedder, ctx, workspace) if ctx.query_text else []
+        found = _precedent_documents(pool, embedder, ctx, workspace) if ctx.query_text else []
+        ctx.precedents = _precedents(conn, found)
+        if ctx.query_text:
+            _measure_fit(conn, embedder, ctx, [*ctx.citations, *found])
     for change in extra_changes or []:
-        if (service is None or change.service == service) and \
-                anchor - CHANGE_LOOKBACK <= change.at <= anchor + timedelta(minutes=5):
-            ctx.changes.append(change)
+        if anchor - CHANGE_LOOKBACK <= change.at <= anchor + timedelta(minutes=5):
+            (ctx.changes if service is None or change.service == service else ctx.nearby_changes).append(change)
     ctx.changes.sort(key=lambda c: c.at, reverse=True)
+    ctx.nearby_changes.sort(key=lambda c: c.at, reverse=True)
     return ctx
+
+
+def _change(row: dict[str, Any]) -> Change:
+    fields = ("service", "kind", "summary", "version", "author", "at", "source")
+    return Change.model_validate({k: row.get(k) for k in fields if k in Change.model_fields})
 
 
 def _matching_runbooks(conn, ctx: Context, workspace: str) -> list[dict[str, Any]]:
@@ -90,10 +105,13 @@ def _matching_runbooks(conn, ctx: Context, workspace: str) -> list[dict[str, Any
     return out
 
 
-def _precedents(conn, pool: ConnectionPool, embedder: Embedder, ctx: Context, workspace: str) -> list[Precedent]:
+def _precedent_documents(pool: ConnectionPool, embedder: Embedder, ctx: Context, workspace: str) -> list[Citation]:
+    return knowledge.search(pool, embedder, ctx.query_text, top_k=MAX_PRECEDENTS, workspace=workspace,
+                            source_types=[INCIDENT_SOURCE])
+
+
+def _precedents(conn, found: list[Citation]) -> list[Precedent]:
     """Resolved incidents that read like this one, with the resolution each recorded."""
-    found = knowledge.search(pool, embedder, ctx.query_text, top_k=MAX_PRECEDENTS, workspace=workspace,
-                             source_types=[INCIDENT_SOURCE])
     if not found:
         return []
     rows = conn.execute("SELECT id, title, source, metadata FROM documents WHERE id = ANY(%s)",
@@ -107,6 +125,24 @@ def _precedents(conn, pool: ConnectionPool, embedder: Embedder, ctx: Context, wo
             out.append(Precedent(incident_id=int(row["metadata"].get("incident_id", 0)), title=row["title"],
                                  resolution=resolution, source=row["source"]))
     return out
+
+
+def _measure_fit(conn, embedder: Embedder, ctx: Context, found: list[Citation]) -> None:
+    """Fill `ctx.similarity` and `ctx.doc_services` for the retrieved documents from their stored window vectors:
+    one more embedding of the query, one query, no re-embedding of documents."""
+    if not found:
+        return
+    query = np.asarray(embedder.embed([knowledge.expand_query(ctx.query_text)])[0], dtype=np.float32)
+    rows = conn.execute(
+        """SELECT c.id, c.services, max(1 - (v.embedding <=> %s)) AS similarity
+           FROM chunks c JOIN chunk_vectors v ON v.chunk_id = c.id WHERE c.id = ANY(%s) GROUP BY c.id""",
+        (query, [f.chunk_id for f in found])).fetchall()
+    by_chunk = {r["id"]: r for r in rows}
+    for item in found:
+        row = by_chunk.get(item.chunk_id)
+        if row is not None:
+            ctx.similarity[item.source] = round(float(row["similarity"]), 3)
+            ctx.doc_services[item.source] = list(row["services"] or [])
 
 
 def _feedback(conn, service: str | None, workspace: str) -> dict[str, tuple[int, int]]:

@@ -78,6 +78,7 @@ class Change(Frozen):
     version: str | None = None
     author: str | None = None
     at: datetime
+    source: str | None = None   # provenance: where a person can look at the change (CI run, deploy log)
 
 
 class Citation(Frozen):
@@ -176,6 +177,7 @@ class PlanStep(Frozen):
     status: StepStatus = "proposed"
     requires_approval: bool = True
     refusal: str | None = None
+    why: str | None = None                # a model-proposed step's stated reason (runbook steps have none)
 
 
 class Plan(Frozen):
@@ -183,7 +185,7 @@ class Plan(Frozen):
     runbook_id: str | None = None
     title: str
     steps: list[PlanStep] = Field(default_factory=list)
-    source: Literal["runbook", "llm", "none"] = "runbook"
+    source: Literal["runbook", "llm", "none", "model"] = "runbook"   # "model": validated model proposal
 
 
 class Annotation(Frozen):
