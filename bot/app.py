@@ -15,7 +15,7 @@ from bot.outbox import OutboxDispatcher, Pace
 from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.shell import render_text
-from bot.webhooks import alert_hook, changes_hook
+from bot.webhooks import alert_hook, changes_hook, github_hook
 from engine.cards import Card
 from engine.config import ConfigError
 from engine.ports import ChatPort
@@ -168,6 +168,7 @@ def build_app(runtime: Runtime, *, ports: dict[str, ChatPort] | None = None,
     app.router.add_get(r"/cards/{ref:\d+}", full_card)
     app.router.add_post("/hooks/alertmanager", alert_hook("alertmanager"))
     app.router.add_post("/hooks/changes", changes_hook)
+    app.router.add_post("/hooks/github", github_hook)
     app.cleanup_ctx.append(_background)
     return app
 

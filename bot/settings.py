@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("~/.local/share/warroom"), validation_alias=_alias("WARROOM_DATA_DIR"))
     config_path: Path = Field(Path("./warroom.yml"), validation_alias=_alias("WARROOM_CONFIG"))
     webhook_token: SecretStr | None = Field(None, validation_alias=_alias("WARROOM_WEBHOOK_TOKEN"))
+    # GitHub cannot send a bearer token; /hooks/github checks X-Hub-Signature-256 (HMAC-SHA256) with this.
+    github_webhook_secret: SecretStr | None = Field(None, validation_alias=_alias("GITHUB_WEBHOOK_SECRET"))
     workspace: str = Field("default", validation_alias=_alias("WARROOM_WORKSPACE"))
 
     slack_bot_token: SecretStr | None = Field(None, validation_alias=_alias("SLACK_BOT_TOKEN"))
@@ -45,6 +47,12 @@ class Settings(BaseSettings):
     openai_base_url: str | None = Field(None, validation_alias=_alias("OPENAI_BASE_URL"))
     openai_api_key: SecretStr | None = Field(None, validation_alias=_alias("OPENAI_API_KEY"))
     openai_model: str = Field("local", validation_alias=_alias("WARROOM_OPENAI_MODEL"))
+    # One model call, retries included, never takes longer than this; then the offline answer is used.
+    llm_budget_s: float = Field(10.0, gt=0, validation_alias=_alias("WARROOM_LLM_BUDGET"))
+    llm_max_attempts: int = Field(3, ge=1, le=10, validation_alias=_alias("WARROOM_LLM_MAX_ATTEMPTS"))
+    # After this many failed attempts in a row the model is not asked for WARROOM_LLM_COOLDOWN seconds.
+    llm_breaker_threshold: int = Field(3, ge=1, validation_alias=_alias("WARROOM_LLM_BREAKER_THRESHOLD"))
+    llm_cooldown_s: float = Field(30.0, ge=0, validation_alias=_alias("WARROOM_LLM_COOLDOWN"))
 
     vault_addr: str | None = Field(None, validation_alias=_alias("VAULT_ADDR"))
     vault_token: SecretStr | None = Field(None, validation_alias=_alias("VAULT_TOKEN"))

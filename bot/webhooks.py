@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
+from urllib.parse import parse_qs
 
 from aiohttp import web
 
 from engine.alerts import AlertFormatError, decode, detect_source, normalise, parse_change
+from engine.deployments import Ignored, deployment_change
 from handlers.alert import receive
 from storage import alerts as alert_store
 
@@ -66,3 +69,76 @@ async def changes_hook(request: web.Request) -> web.Response:
 
     ids = await asyncio.to_thread(store)
     return web.json_response({"accepted": len(ids), "change_ids": ids}, status=202)
+
+
+# --- GitHub ----------------------------------------------------------------------------------------------
+
+
+def _github_refusal(request: web.Request, body: bytes) -> str | None:
+    """Why a delivery is not GitHub's, or None. GitHub signs the raw body with the hook's secret; with no
+    secret the hook is open only as long as the other /hooks/* are (no WARROOM_WEBHOOK_TOKEN either)."""
+    settings = request.app["settings"]
+    secret = settings.github_webhook_secret
+    if secret is None:
+        if settings.webhook_token is not None:
+            return "GITHUB_WEBHOOK_SECRET is not set, so GitHub deliveries cannot be verified"
+        return None
+    expected = "sha256=" + hmac.new(secret.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
+    given = request.headers.get("X-Hub-Signature-256", "")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        return "missing or wrong X-Hub-Signature-256"
+    return None
+
+
+def _github_payload(request: web.Request, body: bytes):
+    """GitHub sends JSON, or a form with the JSON in `payload` when the hook's content type is form-encoded."""
+    if request.content_type == "application/x-www-form-urlencoded":
+        fields = parse_qs(body.decode("utf-8", errors="replace"))
+        if "payload" not in fields:
+            raise AlertFormatError("malformed JSON: form body without a `payload` field")
+        body = fields["payload"][0].encode()
+    return decode(body)
+
+
+async def github_hook(request: web.Request) -> web.Response:
+    """POST /hooks/github: `deployment_status` deliveries become changes (evidence); `ping` is answered;
+    other events are acknowledged and ignored. Nothing is written unless the whole delivery is valid."""
+    metrics = request.app["metrics"]
+    body = await request.read()
+    refusal = _github_refusal(request, body)
+    if refusal:
+        metrics.webhooks.labels("github", "unauthorised").inc()
+        return _error(401, refusal)
+    event = request.headers.get("X-GitHub-Event")
+    delivery = request.headers.get("X-GitHub-Delivery")
+    if not event:
+        metrics.webhooks.labels("github", "rejected").inc()
+        return _error(400, "missing X-GitHub-Event header")
+    try:
+        payload = _github_payload(request, body)
+        if event == "ping":
+            metrics.webhooks.labels("github", "ping").inc()
+            return web.json_response({"ok": True, "zen": payload.get("zen") if isinstance(payload, dict) else None,
+                                      "delivery": delivery})
+        if event != "deployment_status":
+            metrics.webhooks.labels("github", "ignored").inc()
+            return web.json_response({"ignored": f"event {event!r} is not recorded; /hooks/github records "
+                                                 "deployment_status", "delivery": delivery}, status=202)
+        change, external_id = deployment_change(payload)
+    except Ignored as exc:
+        metrics.webhooks.labels("github", "ignored").inc()
+        return web.json_response({"ignored": str(exc), "delivery": delivery}, status=202)
+    except AlertFormatError as exc:
+        metrics.webhooks.labels("github", "rejected").inc()
+        return _error(400 if str(exc).startswith("malformed JSON") else 422, str(exc))
+    services = request.app["services"]
+
+    def store() -> tuple[int, bool]:
+        with services.pool.connection() as conn, conn.transaction():
+            return alert_store.record_external_change(conn, change=change.model_dump(), external_id=external_id,
+                                                      workspace=services.workspace)
+
+    change_id, new = await asyncio.to_thread(store)
+    metrics.webhooks.labels("github", "accepted").inc()
+    return web.json_response({"accepted": 1, "change_id": change_id, "new": new, "service": change.service,
+                              "delivery": delivery}, status=202)

@@ -1,24 +1,55 @@
-"""Plans: typed steps from the best-matching executable runbook, validated before any card is drawn."""
+"""Plans: typed steps from the best-matching executable runbook, validated before any card is drawn.
+Runbook-first: a model's proposal is used only when no runbook fits, and only after engine.plan_schema
+has validated it."""
 from __future__ import annotations
+
+import logging
+from typing import Any
 
 from engine.config import WarroomConfig
 from engine.context import Context
 from engine.models import Plan, PlanStep, Risk, RunbookStep
+from engine.plan_schema import ProposedPlan, ProposedPlanError, validate_proposed_plan
 from engine.policy import blocked_pattern, needs_approval
+
+log = logging.getLogger(__name__)
 
 MIN_TEXT_MATCH_SCORE = 0.02  # RRF score of a runbook found only by text; below it the match is a guess
 
 
-def build_plan(context: Context, config: WarroomConfig) -> tuple[Plan, dict | None]:
-    """The plan for this context and the runbook row it came from (None when no runbook fits)."""
-    for row in context.runbooks:
-        if row.get("match") == "text" and (row.get("retrieval_score") or 0) < MIN_TEXT_MATCH_SCORE:
-            continue
+def build_plan(context: Context, config: WarroomConfig, *,
+               proposed: dict[str, Any] | str | ProposedPlan | None = None) -> tuple[Plan, dict | None]:
+    """The plan for this context and the runbook row it came from (None when no runbook fits).
+
+    `proposed` is a model's plan (tool output); it is only looked at when no runbook fits, and output that
+    fails the schema is dropped for the offline answer (no plan), never shown.
+    """
+    row = matching_runbook(context)
+    if row is not None:
         spec = row["spec"]
         steps = [validate_step(RunbookStep.model_validate(s), config) for s in spec["steps"]]
         return Plan(runbook_id=spec["metadata"]["id"], title=spec["metadata"]["title"], steps=steps,
                     source="runbook"), row
-    return Plan(title="No runbook matches", steps=[], source="none"), None
+    if proposed is not None:
+        try:
+            return validate_proposed_plan(proposed, context, config), None
+        except ProposedPlanError as exc:
+            log.warning("model plan refused, answering with the offline plan: %s", exc)
+    return offline_plan(), None
+
+
+def matching_runbook(context: Context) -> dict | None:
+    """The best runbook row for the context, if any is a real match. Providers ask a model for a plan only
+    when this is None."""
+    for row in context.runbooks:
+        if row.get("match") == "text" and (row.get("retrieval_score") or 0) < MIN_TEXT_MATCH_SCORE:
+            continue
+        return row
+    return None
+
+
+def offline_plan() -> Plan:
+    return Plan(title="No runbook matches", steps=[], source="none")
 
 
 def validate_step(step: RunbookStep, config: WarroomConfig) -> PlanStep:

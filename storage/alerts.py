@@ -65,9 +65,10 @@ def related_alerts(conn: psycopg.Connection, *, service: str | None, exclude_id:
 
 def insert_change(conn: psycopg.Connection, *, change: dict[str, Any], workspace: str = "default") -> int:
     row = conn.execute(
-        """INSERT INTO changes (workspace, service, kind, summary, version, author, at)
-           VALUES (%(ws)s, %(service)s, %(kind)s, %(summary)s, %(version)s, %(author)s, %(at)s) RETURNING id""",
-        {"ws": workspace, **change}).fetchone()
+        """INSERT INTO changes (workspace, service, kind, summary, version, author, at, source)
+           VALUES (%(ws)s, %(service)s, %(kind)s, %(summary)s, %(version)s, %(author)s, %(at)s, %(source)s)
+           RETURNING id""",
+        {"ws": workspace, "source": None, **change}).fetchone()
     return row["id"]
 
 
@@ -77,3 +78,29 @@ def recent_changes(conn: psycopg.Connection, *, service: str | None, since: date
         """SELECT * FROM changes WHERE workspace = %s AND at BETWEEN %s AND %s
            AND (%s::text IS NULL OR service = %s) ORDER BY at DESC LIMIT %s""",
         (workspace, since, until, service, service, limit)).fetchall()
+
+
+def record_external_change(conn: psycopg.Connection, *, change: dict[str, Any], external_id: str,
+                           workspace: str = "default") -> tuple[int, bool]:
+    """Store a change the sender identifies (a GitHub deployment): a redelivery or a later status of the same
+    deployment updates its one row. `at` keeps the earliest report (when the environment started changing);
+    the rest follows the newest report, so a status delivered out of order never overwrites a newer one.
+    Returns (change id, True when the row is new)."""
+    row = conn.execute(
+        """INSERT INTO changes (workspace, service, kind, summary, version, author, at, source, external_id,
+                                reported_at)
+           VALUES (%(ws)s, %(service)s, %(kind)s, %(summary)s, %(version)s, %(author)s, %(at)s, %(source)s,
+                   %(external_id)s, %(at)s)
+           ON CONFLICT (workspace, external_id) WHERE external_id IS NOT NULL DO UPDATE SET
+               at = LEAST(changes.at, EXCLUDED.at),
+               summary = CASE WHEN EXCLUDED.reported_at >= changes.reported_at THEN EXCLUDED.summary
+                              ELSE changes.summary END,
+               version = CASE WHEN EXCLUDED.reported_at >= changes.reported_at THEN EXCLUDED.version
+                              ELSE changes.version END,
+               author = coalesce(changes.author, EXCLUDED.author),
+               source = CASE WHEN EXCLUDED.reported_at >= changes.reported_at THEN EXCLUDED.source
+                             ELSE changes.source END,
+               reported_at = GREATEST(changes.reported_at, EXCLUDED.reported_at)
+           RETURNING id, (xmax = 0) AS inserted""",
+        {"ws": workspace, "source": None, **change, "external_id": external_id}).fetchone()
+    return row["id"], row["inserted"]

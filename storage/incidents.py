@@ -1,6 +1,7 @@
 """Incidents and their transitions: who moved an incident to which state, and when."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import psycopg
@@ -44,18 +45,82 @@ def transition(conn: psycopg.Connection, incident_id: int, *, from_: list[str], 
         (to, incident_id, from_)).fetchone()
     if row is None:
         return None
-    conn.execute("INSERT INTO incident_transitions (incident_id, from_state, to_state, actor, note) "
-                 "VALUES (%s, %s, %s, %s, %s)", (incident_id, row["old_state"], to, actor, note))
-    return row
+    entry = conn.execute("INSERT INTO incident_transitions (incident_id, from_state, to_state, actor, note) "
+                         "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                         (incident_id, row["old_state"], to, actor, note)).fetchone()
+    return {**row, "transition_id": entry["id"]}
 
 
-def note(conn: psycopg.Connection, incident_id: int, *, actor: str, note: str) -> None:
-    """A timeline entry that does not change the state (an escalation, a comment)."""
-    conn.execute(
+def note(conn: psycopg.Connection, incident_id: int, *, actor: str, note: str) -> int:
+    """A timeline entry that does not change the state (an escalation, a comment); returns its id."""
+    return conn.execute(
         "INSERT INTO incident_transitions (incident_id, from_state, to_state, actor, note) "
-        "SELECT id, state, state, %s, %s FROM incidents WHERE id = %s", (actor, note, incident_id))
+        "SELECT id, state, state, %s, %s FROM incidents WHERE id = %s RETURNING id",
+        (actor, note, incident_id)).fetchone()["id"]
+
+
+def link_audit(conn: psycopg.Connection, transition_id: int, audit_id: int) -> None:
+    """Remember which audit entry records a timeline entry, so summaries cite it."""
+    conn.execute("UPDATE incident_transitions SET audit_id = %s WHERE id = %s", (audit_id, transition_id))
 
 
 def timeline(conn: psycopg.Connection, incident_id: int) -> list[dict[str, Any]]:
     return conn.execute("SELECT * FROM incident_transitions WHERE incident_id = %s ORDER BY id",
                         (incident_id,)).fetchall()
+
+
+def get(conn: psycopg.Connection, incident_id: int) -> dict[str, Any] | None:
+    return conn.execute("SELECT * FROM incidents WHERE id = %s", (incident_id,)).fetchone()
+
+
+# --- what summaries cite --------------------------------------------------------------------------------
+
+
+def thread_messages(conn: psycopg.Connection, keys: list[str]) -> list[dict[str, Any]]:
+    """The platform messages the bot posted under these logical keys (alert:12, plan:7)."""
+    return conn.execute("SELECT * FROM chat_messages WHERE key = ANY(%s) ORDER BY created_at",
+                        (keys,)).fetchall()
+
+
+def plans_for(conn: psycopg.Connection, *, alert_id: int | None, threads: list[str],
+              workspace: str = "default") -> list[dict[str, Any]]:
+    """Plans proposed for the incident: on its alert, or in its thread (by key or platform message id)."""
+    return conn.execute(
+        "SELECT id, title, source, requested_by, message_key, created_at FROM plans "
+        "WHERE workspace = %s AND (alert_id = %s OR thread = ANY(%s)) ORDER BY id",
+        (workspace, alert_id, threads)).fetchall()
+
+
+def steps_for(conn: psycopg.Connection, plan_ids: list[int]) -> list[dict[str, Any]]:
+    return conn.execute(
+        """SELECT s.id, s.plan_id, s.key, s.title, s.connector, s.target, s.risk, s.status, s.refusal, s.result,
+                  s.started_at, s.finished_at,
+                  (SELECT a.actor FROM approvals a WHERE a.step_id = s.id ORDER BY a.id DESC LIMIT 1) AS decided_by
+           FROM plan_steps s WHERE s.plan_id = ANY(%s) ORDER BY s.plan_id, s.ordinal""", (plan_ids,)).fetchall()
+
+
+def annotations_for(conn: psycopg.Connection, *, keys: list[str], threads: list[str]) -> list[dict[str, Any]]:
+    """Annotation cards posted in the incident's thread (hypotheses with their confidence), oldest first."""
+    return conn.execute(
+        """SELECT id, platform, channel, message_key, card, created_at FROM outbox
+           WHERE op = 'post' AND card->>'kind' = 'annotation'
+             AND (thread_key = ANY(%s) OR thread_id = ANY(%s) OR message_key = ANY(%s)) ORDER BY id""",
+        (keys, threads, keys)).fetchall()
+
+
+def audit_for(conn: psycopg.Connection, subjects: list[str]) -> list[dict[str, Any]]:
+    return conn.execute("SELECT id, at, actor, action, subject, detail FROM audit_log WHERE subject = ANY(%s) "
+                        "ORDER BY id", (subjects,)).fetchall()
+
+
+def save_postmortem(conn: psycopg.Connection, *, incident_id: int, author: str, root_cause: str | None,
+                    card: dict[str, Any], workspace: str = "default") -> int:
+    return conn.execute(
+        "INSERT INTO incident_postmortems (incident_id, workspace, author, root_cause, card) "
+        "VALUES (%s, %s, %s, %s, %s::jsonb) RETURNING id",
+        (incident_id, workspace, author, root_cause, json.dumps(card, default=str))).fetchone()["id"]
+
+
+def latest_postmortem(conn: psycopg.Connection, incident_id: int) -> dict[str, Any] | None:
+    return conn.execute("SELECT * FROM incident_postmortems WHERE incident_id = %s ORDER BY id DESC LIMIT 1",
+                        (incident_id,)).fetchone()
