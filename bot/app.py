@@ -153,7 +153,7 @@ def build_app(runtime: Runtime, *, ports: dict[str, ChatPort] | None = None,
               pace: dict[str, Pace] | None = None) -> web.Application:
     settings = runtime.settings
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[timing])
-    metrics = Metrics()
+    metrics = runtime.metrics  # the LLM provider reports to it too, and was built before the app
     app["runtime"] = runtime
     app["settings"] = settings
     app["services"] = runtime.services

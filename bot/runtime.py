@@ -9,15 +9,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
+from pydantic import SecretStr
+
 from redis import Redis
 
 from bot import embedded
+from bot.metrics import Metrics
 from bot.settings import Settings
 from connectors.queue import enqueue_step
 from engine.config import WarroomConfig, load_config
 from engine.embedder import SentenceTransformerEmbedder
 from engine.intent import IntentClassifier
-from engine.llm import make_provider
+from engine.llm import Provider, make_provider
+from engine.llm.guard import GuardPolicy
+from engine.redact import register_secret
 from handlers.services import Services
 from storage.db import migrate, open_pool
 
@@ -32,11 +37,15 @@ class Runtime:
     redis_url: str | None
     services: Services
     redis: Redis | None
+    metrics: Metrics
 
 
 @contextmanager
 def open_runtime(settings: Settings, *, need_redis: bool = True, config: WarroomConfig | None = None) -> Iterator[Runtime]:
     config = config or load_config(settings.config_path)
+    register_settings_secrets(settings)
+    metrics = Metrics()
+    provider = make_llm_provider(settings, metrics)
     with embedded.services(settings.data_path, database_url=settings.database_url, redis_url=settings.redis_url,
                            need_redis=need_redis) as (database_url, redis_url):
         migrate(database_url)
@@ -51,15 +60,33 @@ def open_runtime(settings: Settings, *, need_redis: bool = True, config: Warroom
                 enqueue_step(redis, step_id, timeout=settings.step_timeout_s)
 
             services = Services(pool=pool, embedder=embedder, classifier=None,  # type: ignore[arg-type]
-                                provider=make_provider(settings.llm_provider), config=config, dispatch=dispatch,
-                                workspace=settings.workspace)
-            services.classifier = IntentClassifier(embedder, known_services=services.known_services)
+                                provider=provider, config=config, dispatch=dispatch, workspace=settings.workspace)
+            # The model is asked about an utterance only when the labelled examples leave it unsure.
+            services.classifier = IntentClassifier(embedder, known_services=services.known_services,
+                                                   llm_fallback=getattr(provider, "classify", None))
             yield Runtime(settings=settings, config=config, database_url=database_url, redis_url=redis_url,
-                          services=services, redis=redis)
+                          services=services, redis=redis, metrics=metrics)
         finally:
+            close = getattr(provider, "close", None)
+            if close:
+                close()
             if redis is not None:
                 redis.close()
             pool.close()
+
+
+def make_llm_provider(settings: Settings, metrics: Metrics) -> Provider:
+    """The provider WARROOM_LLM names, reporting to these metrics; a misconfiguration fails here, at start-up."""
+    policy = GuardPolicy(budget_s=settings.llm_budget_s, max_attempts=settings.llm_max_attempts,
+                         failure_threshold=settings.llm_breaker_threshold, cooldown_s=settings.llm_cooldown_s)
+    return make_provider(settings, recorder=metrics, policy=policy)
+
+
+def register_settings_secrets(settings: Settings) -> None:
+    """Every secret in the settings is masked wherever it turns up: prompts, step output, logs."""
+    for value in settings.model_dump().values():
+        if isinstance(value, SecretStr):
+            register_secret(value.get_secret_value())
 
 
 @contextmanager

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from connectors.base import ConnectorError, TransientError
+from engine.redact import register_secret
 
 CACHE_SECONDS = 60
 
@@ -41,7 +42,9 @@ class VaultResolver:
                 self._cache[key] = (time.monotonic(), data)
         if field not in data:
             raise ConnectorError(f"vault secret {mount}/{path} has no field {field!r}")
-        return str(data[field])
+        value = str(data[field])
+        register_secret(value)  # from now on it is masked wherever it turns up: output, logs, prompts
+        return value
 
     def _read(self, mount: str, path: str) -> dict[str, Any]:
         import hvac.exceptions

@@ -8,7 +8,7 @@ from typing import Any
 from engine.context import assemble
 from engine.hypotheses import rank
 from engine.models import Alert, Annotation, Change
-from engine.planner import build_plan
+from engine.planner import build_plan, matching_runbook
 from engine.precedents import supported
 from handlers.services import Services
 
@@ -32,9 +32,19 @@ def annotate(services: Services, *, alert: Alert | None = None, alert_id: int | 
         candidates = services.fallback.hypotheses(context)
     candidates = supported(candidates, context.precedents, services.embedder)
     hypotheses, inconclusive = rank(candidates, context)
-    plan, runbook_row = build_plan(context, services.config)
+    plan, runbook_row = build_plan(context, services.config, proposed=_model_plan(services, context, hypotheses))
     annotation = Annotation(alert=alert, question=question, service=service, hypotheses=hypotheses,
                             inconclusive=inconclusive,
                             citations=[c.model_copy(update={"text": c.text[:500]}) for c in context.citations],
                             plan=plan)
     return annotation, runbook_row
+
+
+def _model_plan(services: Services, context, hypotheses):
+    """Runbook first: a model is asked for a plan only when no runbook matches and the provider can propose
+    one (the offline provider cannot). Whatever it proposes is validated step by step by the planner."""
+    propose = getattr(services.provider, "propose_plan", None)
+    if propose is None or matching_runbook(context) is not None:
+        return None
+    targets = {name: target.connector for name, target in services.config.targets.items()}
+    return propose(context, hypotheses=hypotheses, targets=targets)
