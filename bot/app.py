@@ -107,12 +107,16 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-# Slack takes about one message a second per channel, with short bursts.
-DEFAULT_PACE = {"slack": Pace(rate=1.0, burst=3)}
+# Slack takes about one message a second per channel, with short bursts. Teams takes 7 a second and 60 in
+# 30 seconds per conversation; the windows are measured here at send time, so they get a little slack for
+# the time the connector sees them arrive.
+DEFAULT_PACE = {"slack": Pace(rate=1.0, burst=3),
+                "teams": Pace(rate=7.0, burst=7, windows=((7, 1.1), (60, 31.0)))}
 
 
 def card_link_secret(settings: Settings) -> bytes | None:
-    for secret in (settings.slack_signing_secret, settings.slack_app_token, settings.webhook_token):
+    for secret in (settings.slack_signing_secret, settings.slack_app_token, settings.webhook_token,
+                   settings.microsoft_app_password):
         if secret is not None:
             return hashlib.sha256(b"warroom-card-link:" + secret.get_secret_value().encode()).digest()
     return None
@@ -161,6 +165,7 @@ def build_app(runtime: Runtime, *, ports: dict[str, ChatPort] | None = None,
     app["annotator"] = Annotator(runtime, metrics)
     ports = dict(ports or {})
     app["slack"] = _slack(app, runtime, ports)
+    app["teams"] = _teams(app, runtime, ports)
     app["dispatcher"] = OutboxDispatcher(runtime.services.pool, ports, pace=DEFAULT_PACE if pace is None else pace)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -188,6 +193,25 @@ def _slack(app: web.Application, runtime: Runtime, ports: dict[str, ChatPort]):
     ports["slack"] = SlackPort(adapter.client, more_url=card_link(settings), text_renderer=render_text)
     if not adapter.socket_mode:
         app.router.add_post("/slack/events", adapter.handle_http)
+    return adapter
+
+
+def _teams(app: web.Application, runtime: Runtime, ports: dict[str, ChatPort]):
+    """The Teams adapter on POST /api/messages. Without MicrosoftAppId it is the Bot Framework Emulator's
+    unauthenticated mode, which only answers service URLs on loopback (see TeamsAdapter)."""
+    if "teams" in ports:
+        return None
+    from bot.teams.app import TeamsAdapter
+    from bot.teams.port import TeamsPort
+
+    settings = runtime.settings
+    if settings.microsoft_app_id and settings.microsoft_app_password is None:
+        raise ConfigError("MicrosoftAppId is set but MicrosoftAppPassword is not: the bot could not reply "
+                          "(set both, or neither for the Bot Framework Emulator)")
+    adapter = TeamsAdapter(runtime.services, settings, redis=runtime.redis)
+    ports["teams"] = TeamsPort(adapter.cloud, adapter.references, app_id=settings.microsoft_app_id,
+                               more_url=card_link(settings), text_renderer=render_text)
+    app.router.add_post("/api/messages", adapter.handle_http)
     return adapter
 
 

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +25,13 @@ WAIT_FOR_PARENT_S = 0.5
 
 @dataclass(frozen=True)
 class Pace:
-    """Per-channel sending rate: `rate` messages a second on average, bursts of up to `burst`."""
+    """Per-channel sending rate: `rate` messages a second on average, bursts of up to `burst`. `windows` adds
+    hard caps a token bucket alone cannot promise, as (at most N messages, in any S seconds) pairs: Teams
+    allows 7 a second *and* 60 in 30 seconds per conversation."""
 
     rate: float
     burst: int = 1
+    windows: tuple[tuple[int, float], ...] = ()
 
 
 class TokenBucket:
@@ -35,13 +39,20 @@ class TokenBucket:
         self.pace = pace
         self.tokens = float(pace.burst)
         self.updated = time.monotonic()
+        longest = max((limit for limit, _ in pace.windows), default=0)
+        self.sent: deque[float] = deque(maxlen=longest or None)  # send times, for the windows
 
     def take(self) -> bool:
         now = time.monotonic()
         self.tokens = min(self.pace.burst, self.tokens + (now - self.updated) * self.pace.rate)
         self.updated = now
+        for limit, seconds in self.pace.windows:
+            if sum(1 for at in self.sent if now - at < seconds) >= limit:
+                return False
         if self.tokens >= 1:
             self.tokens -= 1
+            if self.pace.windows:
+                self.sent.append(now)
             return True
         return False
 
