@@ -158,7 +158,8 @@ class OutboxDispatcher:
                 if row["message_key"]:
                     await asyncio.to_thread(outbox.remember_message, conn, key=row["message_key"],
                                             platform=row["platform"], channel=row["channel"],
-                                            message_id=posted.message_id, thread_id=thread_id)
+                                            message_id=posted.message_id, thread_id=thread_id,
+                                            permalink=posted.permalink)
         except RateLimited as exc:
             log.info("%s rate limited on %s; retry in %ss", row["platform"], row["channel"], exc.retry_after)
             if bucket is not None:

@@ -8,8 +8,12 @@ from engine.models import Frozen
 
 
 class PostedMessage(Frozen):
+    """`permalink`: a link anyone in the workspace can open to see the message, when the adapter can build one
+    without another API call (summaries cite it); None where the platform has none (the shell, a DM)."""
+
     message_id: str
     thread_id: str | None = None
+    permalink: str | None = None
 
 
 class RateLimited(Exception):

@@ -1,8 +1,10 @@
 """Incident summaries: the `/warroom status` card and the postmortem draft posted on resolve.
 
 Deterministic text built from the incident record only (no model), in Slack mrkdwn. Every line cites where
-its fact came from: the bot's chat message (logical key, channel, platform message id) and the audit
-entries (`audit #123`), so anyone can check the summary against the thread and `warroom audit verify`.
+its fact came from: the bot's chat message (a link to it, `<permalink|alert:12>`, when the adapter recorded one;
+else its logical key, channel and platform message id) and the audit entries (`audit #123`), so anyone can
+check the summary against the thread and `warroom audit verify`. Adapters for platforms without mrkdwn turn
+the `<url|label>` links into their own (Teams: markdown `[label](url)`).
 """
 from __future__ import annotations
 
@@ -54,7 +56,9 @@ def gather(conn: psycopg.Connection, incident: dict[str, Any], *, workspace: str
     plan_keys = _unique([p["message_key"] for p in facts.plans] + [f"annotation:{alert_id}" if alert_id else None])
     facts.annotations = incident_store.annotations_for(conn, keys=keys + plan_keys,
                                                        threads=[m["message_id"] for m in posted])
-    for row in incident_store.thread_messages(conn, keys + plan_keys):
+    # A message posted to several platforms is cited where the incident lives (its channel), else first posted.
+    rows = incident_store.thread_messages(conn, keys + plan_keys)
+    for row in sorted(rows, key=lambda r: r["channel"] != incident["channel"]):
         facts.messages.setdefault(row["key"], row)
     facts.steps = incident_store.steps_for(conn, [p["id"] for p in facts.plans])
     subjects = ([f"incident:{incident['id']}"] + [f"plan:{p['id']}" for p in facts.plans]
@@ -262,10 +266,14 @@ def _pm_timeline(facts: IncidentFacts) -> str:
 
 
 def cite_message(facts: IncidentFacts, key: str) -> str:
-    """`alert:12` in #channel, ts 1716…; a message not posted (yet) is cited by its key alone."""
+    """A link to the message labelled with its key (`<https://…/p1716…|alert:12>`) when its permalink was
+    recorded; else `alert:12` in #channel, ts 1716…; a message not posted (yet) is cited by its key alone."""
     row = facts.messages.get(key)
     if row is None:
         return f"`{key}` (not posted yet)"
+    permalink = row.get("permalink")
+    if permalink and _linkable(permalink):
+        return f"<{permalink.replace('&', '&amp;')}|{esc(key)}>"
     if row["platform"] == "slack":
         return f"`{key}` in <#{row['channel']}> ts `{row['message_id']}`"
     return f"`{key}` ({row['platform']} message `{esc(row['message_id'])}`)"

@@ -65,10 +65,11 @@ def defer(conn: psycopg.Connection, outbox_id: int, *, seconds: float, error: st
 
 
 def remember_message(conn: psycopg.Connection, *, key: str, platform: str, channel: str, message_id: str,
-                     thread_id: str | None = None) -> None:
+                     thread_id: str | None = None, permalink: str | None = None) -> None:
     conn.execute(
-        """INSERT INTO chat_messages (key, platform, channel, message_id, thread_id) VALUES (%s, %s, %s, %s, %s)
-           ON CONFLICT (platform, key) DO NOTHING""", (key, platform, channel, message_id, thread_id))
+        """INSERT INTO chat_messages (key, platform, channel, message_id, thread_id, permalink)
+           VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (platform, key) DO NOTHING""",
+        (key, platform, channel, message_id, thread_id, permalink))
 
 
 def find_message(conn: psycopg.Connection, key: str, platform: str) -> dict[str, Any] | None:

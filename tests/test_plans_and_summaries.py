@@ -241,6 +241,19 @@ def _text(card: dict) -> str:
     return "\n".join(b.get("text", "") for b in card["blocks"])
 
 
+def _slack_permalink(standin, channel: str, ts: str) -> str:
+    """What Slack's chat.getPermalink answers for a message (the stand-in speaks the documented shapes)."""
+    from slack_sdk import WebClient
+
+    return WebClient(token=standin.bot_token, base_url=standin.url).chat_getPermalink(
+        channel=channel, message_ts=ts)["permalink"]
+
+
+def _cited(permalink: str, key: str) -> str:
+    """How a summary cites a message whose permalink was recorded: a mrkdwn link labelled with its key."""
+    return f"<{permalink.replace('&', '&amp;')}|{key}>"
+
+
 def _audit_ids(services, action: str, subject_prefix: str = "") -> list[int]:
     with services.pool.connection() as conn:
         return [r["id"] for r in conn.execute("SELECT id FROM audit_log WHERE action = %s AND subject LIKE %s "
@@ -255,7 +268,7 @@ def test_status_summarises_the_incident_citing_messages_and_audit_ids(incident, 
         plan = conn.execute("SELECT id FROM plans WHERE alert_id = %s", (alert_id,)).fetchone()
         step_id = conn.execute("SELECT id FROM plan_steps WHERE plan_id = %s ORDER BY ordinal",
                                (plan["id"],)).fetchone()["id"]
-        posted = {r["key"]: r["message_id"] for r in conn.execute("SELECT key, message_id FROM chat_messages")}
+        posted = {r["key"]: r for r in conn.execute("SELECT * FROM chat_messages")}
     assert decide(services, StepDecision(step_id=step_id, approve=True, actor=Actor(id="U0ALICE",
                                                                                     platform="slack"))).ok
     run_worker_burst(db_url, redis_url)
@@ -265,13 +278,19 @@ def test_status_summarises_the_incident_citing_messages_and_audit_ids(incident, 
     assert row["op"] == "post" and row["channel"] == ALERTS
     text = _text(row["card"])
     assert "PaymentsHighErrorRate" in text and "State *ACKNOWLEDGED*" in text
-    # what fired: the alert message the bot posted, by key, channel and Slack ts
-    assert f"`alert:{alert_id}` in <#{ALERTS}> ts `{posted[f'alert:{alert_id}']}`" in text
+    # what fired: a link to the alert message the bot posted, the very permalink Slack gives for it
+    alert_key = f"alert:{alert_id}"
+    alert_link = _slack_permalink(slack, ALERTS, posted[alert_key]["message_id"])
+    assert posted[alert_key]["permalink"] == alert_link and "?thread_ts=" not in alert_link
+    assert _cited(alert_link, alert_key) in text and "ts `" not in text
     [ack_audit] = _audit_ids(services, "incident.acknowledged")
     assert f"*Acknowledged* by U0ALICE at" in text and f"audit #{ack_audit}" in text
-    # hypotheses with their confidence, cited by the annotation message
+    # hypotheses with their confidence, cited by a link to the plan card: a reply in the alert's thread
     plan_key = f"plan:{plan['id']}"
-    assert re.search(r"\*\d+%\*", text) and f"`{plan_key}` in <#{ALERTS}> ts `{posted[plan_key]}`" in text
+    plan_link = _slack_permalink(slack, ALERTS, posted[plan_key]["message_id"])
+    assert posted[plan_key]["permalink"] == plan_link
+    assert plan_link.endswith(f"?thread_ts={posted[alert_key]['message_id']}&cid={ALERTS}")
+    assert re.search(r"\*\d+%\*", text) and text.count(_cited(plan_link, plan_key)) >= 2  # hypotheses, plan
     # the step, its result and every audit entry about it
     assert "succeeded: GET http://127.0.0.1:" in text and "decided by U0ALICE" in text
     step_audits = [_audit_ids(services, action, f"step:{step_id}")[0]
@@ -286,6 +305,7 @@ def test_status_summarises_the_incident_citing_messages_and_audit_ids(incident, 
 def test_resolve_posts_and_keeps_a_postmortem_draft_in_the_incident_thread(incident, slack):
     services, alert_id = incident
     _deliver(services, slack)
+    assert len(slack.calls_to("auth.test")) == 1  # the workspace URL is asked once, not once per message
     _say(services, "ack")
     _say(services, "resolve the v2.14.0 deploy exhausted the DB pool; rolled back", user="U0CAROL")
 
@@ -294,7 +314,15 @@ def test_resolve_posts_and_keeps_a_postmortem_draft_in_the_incident_thread(incid
     text = _text(draft["card"])
     [resolved] = _audit_ids(services, "incident.resolved")
     assert "the v2.14.0 deploy exhausted the DB pool; rolled back — as given on resolve by U0CAROL" in text
-    assert f"(resolved, audit #{resolved})" in text and "*Impact window*" in text and "first alert `alert:" in text
+    assert f"(resolved, audit #{resolved})" in text and "*Impact window*" in text
+    with services.pool.connection() as conn:
+        posted = {r["key"]: r["message_id"] for r in conn.execute("SELECT key, message_id FROM chat_messages")}
+        plan_key = conn.execute("SELECT message_key FROM plans WHERE alert_id = %s", (alert_id,)).fetchone()[
+            "message_key"]
+    alert_cite = _cited(_slack_permalink(slack, ALERTS, posted[f"alert:{alert_id}"]), f"alert:{alert_id}")
+    assert f"first alert {alert_cite}" in text and f"alert fired: PaymentsHighErrorRate — {alert_cite}" in text
+    # hypotheses considered: cited by the plan card's link, a reply in the alert's thread
+    assert _cited(_slack_permalink(slack, ALERTS, posted[plan_key]), plan_key) in text
     assert "RESOLVED by U0CAROL" in text and "ACKNOWLEDGED by U0ALICE" in text
     assert "Nothing was run through warroom." in text and "*Follow-ups*" in text
     with services.pool.connection() as conn:

@@ -2,7 +2,9 @@
 dispatcher understands: sent, retry later (429 Retry-After, 5xx, network), or park for good."""
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Callable
 
 from slack_sdk.errors import SlackApiError
@@ -23,6 +25,18 @@ PERMANENT_ERRORS = {
 }
 BLOCK_ERRORS = {"invalid_blocks", "invalid_blocks_format", "invalid_attachments"}
 MAX_TEXT = 40000
+AUTH_TEST_TIMEOUT_S = 5.0
+AUTH_TEST_RETRY_S = 300.0   # after a failed auth.test, messages go without links for this long, then one more try
+
+
+def permalink(workspace_url: str, channel: str, ts: str, *, thread_ts: str | None = None) -> str:
+    """The documented permalink shape (what chat.getPermalink answers), built locally:
+    `https://acme.slack.com/archives/C123/p1358546515000008`, and for a thread reply
+    `…/p1358546517000023?thread_ts=1358546515.000008&cid=C123`."""
+    link = f"{workspace_url.rstrip('/')}/archives/{channel}/p{ts.replace('.', '')}"
+    if thread_ts and thread_ts != ts:
+        link += f"?thread_ts={thread_ts}&cid={channel}"
+    return link
 
 
 class SlackPort:
@@ -31,6 +45,9 @@ class SlackPort:
         self.client = client
         self.more_url = more_url          # outbox ref -> a link to the full card, for truncated messages
         self.text_renderer = text_renderer
+        self._workspace_url: str | None = None   # from auth.test, once: https://acme.slack.com/
+        self._workspace_retry_at = 0.0
+        self._workspace_lock = asyncio.Lock()
 
     async def post(self, channel: str, card: Card, *, thread_id: str | None = None,
                    ref: str | None = None) -> PostedMessage:
@@ -46,7 +63,9 @@ class SlackPort:
             thread_id = None
             response = await self._call(self.client.chat_postMessage, card, channel=channel, text=text,
                                         blocks=blocks, unfurl_links=False)
-        return PostedMessage(message_id=response["ts"], thread_id=thread_id)
+        ts = response["ts"]
+        return PostedMessage(message_id=ts, thread_id=thread_id,
+                             permalink=await self._permalink(channel, ts, thread_id))
 
     async def update(self, channel: str, message_id: str, card: Card, *, ref: str | None = None) -> None:
         text, blocks = render(card, more_url=self._more(ref))
@@ -64,6 +83,32 @@ class SlackPort:
             await self.client.reactions_add(channel=channel, timestamp=message_id, name=name)
         except SlackApiError as exc:
             log.info("could not add :%s: to %s/%s: %s", name, channel, message_id, exc.response.get("error"))
+
+    async def workspace_url(self) -> str | None:
+        """The workspace's URL from auth.test, asked once and kept; None (and no link) while it cannot be had."""
+        if self._workspace_url is not None:
+            return self._workspace_url
+        async with self._workspace_lock:
+            if self._workspace_url is None and time.monotonic() >= self._workspace_retry_at:
+                try:
+                    me = await asyncio.wait_for(self.client.auth_test(), AUTH_TEST_TIMEOUT_S)
+                    url = me.get("url")
+                    if isinstance(url, str) and url.startswith("https://"):
+                        self._workspace_url = url
+                    else:
+                        raise ValueError(f"auth.test answered no workspace url: {url!r}")
+                except Exception as exc:  # noqa: BLE001 - a link is a courtesy: never fail a send for one
+                    self._workspace_retry_at = time.monotonic() + AUTH_TEST_RETRY_S
+                    log.warning("Slack auth.test failed (%s); messages are recorded without permalinks for now", exc)
+        return self._workspace_url
+
+    async def _permalink(self, channel: str, ts: str, thread_ts: str | None) -> str | None:
+        try:
+            base = await self.workspace_url()
+            return permalink(base, channel, ts, thread_ts=thread_ts) if base else None
+        except Exception as exc:  # noqa: BLE001 - never fail a send for a link
+            log.warning("no permalink for %s/%s: %s", channel, ts, exc)
+            return None
 
     def _more(self, ref: str | None) -> str | None:
         return self.more_url(ref) if self.more_url and ref else None

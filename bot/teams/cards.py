@@ -5,6 +5,7 @@ the full card), never at send time."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from engine.cards import (Card, CardStep, CitationsBlock, HypothesesBlock, LinksBlock, StepsBlock, TextBlock,
@@ -49,6 +50,21 @@ def link(url: str, label: str) -> str:
     return f"{escape(label)} (`{escape(url)}`)"
 
 
+# Card text is written in Slack mrkdwn (engine.cards is platform-neutral, summaries cite `<url|label>`); Adaptive
+# Card markdown would show those links as raw text.
+_MRKDWN_LINK = re.compile(r"<(https?://[^<>|\s]+)(?:\|([^<>]*))?>")
+
+
+def mrkdwn_links(text: str) -> str:
+    """`<https://…|label>` and `<https://…>` as markdown links `[label](https://…)`; the URL's `&amp;` (mrkdwn
+    escaping) back to `&`, brackets in the label escaped so it cannot end the link early."""
+    def markdown(match: re.Match) -> str:
+        url = match.group(1).replace("&amp;", "&")
+        label = match.group(2) if match.group(2) is not None else url
+        return link(url, label)
+    return _MRKDWN_LINK.sub(markdown, text)
+
+
 def _text(text: str, limit: int, more_url: str | None, **style: Any) -> dict[str, Any]:
     return {"type": "TextBlock", "text": truncate(text or " ", limit, more_url), "wrap": True, **style}
 
@@ -68,7 +84,7 @@ class _Renderer:
         style: dict[str, Any] = {"isSubtle": True} if block.style == "muted" else {}
         if block.style in _COLOR:
             style["color"] = _COLOR[block.style]
-        return [_text(block.text, self.limit, self.more_url, **style)]
+        return [_text(mrkdwn_links(block.text), self.limit, self.more_url, **style)]
 
     def hypothesis(self, i: int, h: Hypothesis, service: str | None) -> dict:
         items = [_text(f"**{i}. {escape(h.title)}** — confidence **{h.confidence:.0%}**", self.limit, None)]

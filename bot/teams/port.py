@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import json
 import random
 from typing import Awaitable, Callable
+from urllib.parse import quote, urlencode
 
 from botbuilder.core import TurnContext
 from botbuilder.integration.aiohttp import CloudAdapter
@@ -15,7 +17,7 @@ from botbuilder.schema import (Activity, ActivityTypes, Attachment, Conversation
                                ResourceResponse)
 
 from bot.teams import cards
-from bot.teams.references import References
+from bot.teams.references import References, base_conversation
 from engine.cards import Card
 from engine.ports import PermanentFailure, PostedMessage, RateLimited
 
@@ -27,6 +29,34 @@ THREAD_SEP = "|"
 TRANSIENT = {412, 429, 500, 502, 503, 504}
 PERMANENT = {400, 401, 403, 404, 405, 413}
 MAX_TEXT = 20_000
+DEEP_LINK = "https://teams.microsoft.com/l/message/"
+
+
+def deep_link(conversation_id: str, message_id: str, *, conversation_type: str | None, tenant_id: str | None = None,
+              parent_id: str | None = None) -> str | None:
+    """The documented Teams deep link to a message (learn.microsoft.com, "Deep link to Teams chat"), or None:
+
+    * channel: `…/l/message/<channel id>/<message id>?tenantId=…&parentMessageId=<thread root>` (the channel id
+      without `;messageid=…`; a top-level message is its own root);
+    * group chat: `…/l/message/<chat id>/<message id>?tenantId=…&context={"contextType":"chat"}`, for the
+      `19:…` chat ids the format supports (a personal chat with a bot is `a:…`: no link).
+    The documented `groupId`, `teamName` and `channelName` are not in a conversation reference; Teams opens the
+    message without them."""
+    if not conversation_id or not message_id:
+        return None
+    conversation = base_conversation(conversation_id)
+    if not conversation.startswith("19:"):
+        return None
+    params: dict[str, str] = {}
+    if tenant_id:
+        params["tenantId"] = tenant_id
+    if conversation_type == "channel":
+        params["parentMessageId"] = parent_id or message_id
+        if message_id.isdigit():
+            params["createdTime"] = message_id   # Teams message ids are the post time in epoch ms
+    else:
+        params["context"] = json.dumps({"contextType": "chat"}, separators=(",", ":"))
+    return f"{DEEP_LINK}{quote(conversation, safe=':@')}/{quote(message_id, safe='')}?{urlencode(params)}"
 
 
 class NoReference(Exception):
@@ -48,8 +78,12 @@ class TeamsPort:
                    ref: str | None = None) -> PostedMessage:
         reference = await self._reference(channel)
         in_channel = reference.conversation.conversation_type == "channel"
+        conversation = reference.conversation
         if in_channel and thread_id is None:
-            return PostedMessage(message_id=await self._call(card, ref, lambda a: self._new_thread(reference, a)))
+            message_id = await self._call(card, ref, lambda a: self._new_thread(reference, a))
+            return PostedMessage(message_id=message_id,
+                                 permalink=_link(channel, message_id, conversation.conversation_type,
+                                                 conversation.tenant_id))
         if not in_channel:
             thread_id = None  # chats have no threads: the reply simply follows in the chat
         elif thread_id:
@@ -64,7 +98,9 @@ class TeamsPort:
         response = await self._call(card, ref, lambda a: self._continue(reference, send, a))
         message_id = response.id if response else ""
         return PostedMessage(message_id=f"{thread_id}{THREAD_SEP}{message_id}" if thread_id else message_id,
-                             thread_id=thread_id)
+                             thread_id=thread_id,
+                             permalink=_link(channel, message_id, conversation.conversation_type,
+                                             conversation.tenant_id, parent_id=thread_id))
 
     async def update(self, channel: str, message_id: str, card: Card, *, ref: str | None = None) -> None:
         """Redraw a posted card in place (PUT …/activities/<id>): approvals, progress and results."""
@@ -136,6 +172,17 @@ class TeamsPort:
                 except Exception as again:  # noqa: BLE001
                     exc, status = again, _status(again)
             _raise_for(exc, status)
+
+
+def _link(channel: str, message_id: str | None, conversation_type: str | None, tenant_id: str | None, *,
+          parent_id: str | None = None) -> str | None:
+    """A deep link for a posted message; never fails a send (a link is a courtesy)."""
+    try:
+        return deep_link(channel, message_id or "", conversation_type=conversation_type, tenant_id=tenant_id,
+                         parent_id=parent_id)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("no Teams deep link for %s/%s: %s", channel, message_id, exc)
+        return None
 
 
 def _message(card: Card, more_url: str | None) -> Activity:
