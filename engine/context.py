@@ -1,6 +1,7 @@
 """Context assembly: everything a provider may reason over, each item with its provenance."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -8,9 +9,10 @@ from typing import Any
 import numpy as np
 from psycopg_pool import ConnectionPool
 
-from engine import knowledge
+from engine import knowledge, live
+from engine.config import WarroomConfig
 from engine.embedder import Embedder
-from engine.models import Alert, Change, Citation
+from engine.models import Alert, Change, Citation, Evidence
 from engine.precedents import MAX_PRECEDENTS, SOURCE_TYPE as INCIDENT_SOURCE, Precedent
 from storage import alerts as alert_store
 from storage import runbooks as runbook_store
@@ -38,6 +40,10 @@ class Context:
     # the query and the cited chunk's best window. Retrieval always returns its top k; this says whether they fit.
     similarity: dict[str, float] = field(default_factory=dict)
     doc_services: dict[str, list[str]] = field(default_factory=dict)   # source -> services the document is about
+    # Live read-only query results (Prometheus, `context.prometheus` in warroom.yml), each with its graph URL; and
+    # what was tried and did not answer within the budget (logged, never evidence).
+    live: list[Evidence] = field(default_factory=list)
+    live_notes: list[str] = field(default_factory=list)
 
     @property
     def anchor_time(self) -> datetime:
@@ -53,11 +59,18 @@ class Context:
 
 def assemble(pool: ConnectionPool, embedder: Embedder, *, alert: Alert | None = None, question: str | None = None,
              service: str | None = None, environment: str | None = None, alert_id: int | None = None,
-             workspace: str = "default", extra_changes: list[Change] | None = None, top_k: int = 5) -> Context:
+             workspace: str = "default", extra_changes: list[Change] | None = None, top_k: int = 5,
+             config: WarroomConfig | None = None) -> Context:
+    """`config` with `context.prometheus` set adds live read-only queries, run alongside retrieval within
+    `context.live_query_budget_s`."""
     now = datetime.now(timezone.utc)
     service = service or (alert.service if alert else None)
     environment = environment or (alert.environment if alert else None)
     ctx = Context(alert=alert, question=question, service=service, environment=environment, now=now)
+    live_pool = live_future = None
+    if config is not None and config.live_target() is not None:
+        live_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warroom-live")
+        live_future = live_pool.submit(live.gather, config, alert=alert, service=service, now=now)
     anchor = ctx.anchor_time
     ctx.citations = knowledge.search(pool, embedder, ctx.query_text, top_k=top_k, workspace=workspace) \
         if ctx.query_text else []
@@ -80,7 +93,20 @@ def assemble(pool: ConnectionPool, embedder: Embedder, *, alert: Alert | None = 
             (ctx.changes if service is None or change.service == service else ctx.nearby_changes).append(change)
     ctx.changes.sort(key=lambda c: c.at, reverse=True)
     ctx.nearby_changes.sort(key=lambda c: c.at, reverse=True)
+    if live_future is not None:
+        _collect_live(ctx, live_future, live_pool, config.context.live_query_budget_s)
     return ctx
+
+
+def _collect_live(ctx: Context, future, pool: ThreadPoolExecutor, budget: float) -> None:
+    """The live queries' results; they bound themselves by the budget, this waits a little past it at most."""
+    try:
+        result = future.result(timeout=budget + 1.0)
+        ctx.live, ctx.live_notes = result.evidence, result.notes
+    except Exception as exc:  # noqa: BLE001 — never fail an annotation for live data
+        ctx.live_notes = [f"live queries did not finish: {type(exc).__name__}"]
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _change(row: dict[str, Any]) -> Change:

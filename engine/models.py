@@ -93,7 +93,9 @@ class Citation(Frozen):
 class Evidence(Frozen):
     """One fact behind a hypothesis, with where it came from."""
 
-    kind: Literal["alert", "change", "runbook", "precedent", "related_alert", "metric", "thread"]
+    # `live_query`: a value read from Prometheus while the context was assembled (the alert's own expression or a
+    # configured query); it describes the symptom, so like `alert` it corroborates no particular cause.
+    kind: Literal["alert", "change", "runbook", "precedent", "related_alert", "metric", "thread", "live_query"]
     text: str
     source: str | None = None
     at: datetime | None = None

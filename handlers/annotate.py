@@ -24,7 +24,7 @@ def annotate(services: Services, *, alert: Alert | None = None, alert_id: int | 
     asked = "\n".join(filter(None, [question, background])) or None
     context = assemble(services.pool, services.embedder, alert=alert, question=asked, service=service,
                        environment=environment, alert_id=alert_id, workspace=services.workspace,
-                       extra_changes=extra_changes)
+                       extra_changes=extra_changes, config=services.config)
     try:
         candidates = services.provider.hypotheses(context)
     except Exception:  # a failing model never leaves a thread without an answer

@@ -190,14 +190,16 @@ def _related_agreeing(text: str, alert_names: list[str], context: Context) -> li
 
 
 def _symptom_evidence(context: Context) -> list[Evidence]:
+    """The alert (or question) itself, and what live queries read of it now, each with its link: shown on every
+    candidate, telling none of them apart (the scoring gives `alert` and `live_query` evidence no weight)."""
     if context.alert:
         alert = context.alert
         return [Evidence(kind="alert", text=f"{alert.name} ({alert.severity}): {alert.summary}",
                          source=alert.links[0].url if alert.links else f"{alert.source} alert",
-                         at=alert.starts_at, match="alert_name")]
+                         at=alert.starts_at, match="alert_name"), *context.live]
     if context.question:
-        return [Evidence(kind="thread", text=context.question, source="question")]
-    return []
+        return [Evidence(kind="thread", text=context.question, source="question"), *context.live]
+    return list(context.live)
 
 
 # --- text helpers ------------------------------------------------------------------------------------------------

@@ -126,6 +126,9 @@ def evidence_catalogue(context: Context) -> tuple[dict[str, Evidence], list[Evid
         symptom = Evidence(kind="thread", text=context.question, source="question")
         catalogue["Q1"] = symptom
         symptoms.append(symptom)
+    for ref, item in _refs("L", context.live):  # live query values: symptoms, carried by every candidate
+        catalogue[ref] = item
+        symptoms.append(item)
     if context.related_alerts:
         names = sorted({r["name"] for r in context.related_alerts})
         catalogue["RA1"] = Evidence(kind="related_alert", text=f"{len(context.related_alerts)} related alert(s) on "
