@@ -32,7 +32,7 @@ def receive(services: Services, alerts: list[Alert]) -> list[int]:
 
 
 def receive_from_chat(services: Services, alerts: list[Alert], *, platform: str, channel: str,
-                      message_id: str) -> list[int]:
+                      message_id: str, permalink: str | None = None) -> list[int]:
     """Alerts another integration posted in a channel: stored with that message as their thread, so the
     annotation goes into *its* thread. A re-post of an alert already firing (Alertmanager's repeat_interval,
     a PagerDuty update) is counted, not annotated again. Returns the ids of new alert states."""
@@ -48,7 +48,7 @@ def receive_from_chat(services: Services, alerts: list[Alert], *, platform: str,
             if not inserted:
                 continue
             outbox.remember_message(conn, key=f"alert:{alert_id}", platform=platform, channel=channel,
-                                    message_id=message_id)
+                                    message_id=message_id, permalink=permalink)
             new.append(alert_id)
     return new
 

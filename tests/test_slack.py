@@ -391,6 +391,14 @@ def test_alert_messages_of_other_integrations_are_annotated_in_their_thread(slac
     # warroom posted no parent of its own for it
     assert slack.served.query(
         f"SELECT count(*) FROM chat_messages WHERE platform = 'slack' AND message_id = '{posted['ts']}'")[0][0] >= 1
+    # and links it the way Slack does, so summaries can cite the integration's message
+    from slack_sdk import WebClient
+
+    expected = WebClient(token=slack.standin.bot_token, base_url=slack.standin.url).chat_getPermalink(
+        channel=ALERTS, message_ts=posted["ts"])["permalink"]
+    [(link,)] = slack.served.query(
+        f"SELECT DISTINCT permalink FROM chat_messages WHERE platform = 'slack' AND message_id = '{posted['ts']}'")
+    assert link == expected
 
 
 def test_a_reposted_alert_is_not_annotated_twice_and_its_resolution_lands_in_the_first_thread(slack):

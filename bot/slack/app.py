@@ -20,6 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.settings import Settings
 from bot.slack.blocks import APPROVE, FEEDBACK_DOWN, FEEDBACK_UP, REJECT
 from bot.slack.integrations import parse_integration_message
+from bot.slack.port import permalink
 from engine.cards import notice
 from engine.models import Actor, ChatMessage, StepDecision
 from handlers.alert import receive_from_chat
@@ -63,6 +64,7 @@ class SlackAdapter:
                             process_before_response=False)
         self._emails: dict[str, tuple[str | None, float]] = {}
         self._identity: tuple[str | None, str | None] = (None, None)
+        self._workspace_url: str | None = None   # from auth.test, for permalinks of other integrations' alerts
         self._register()
 
     # --- transport -------------------------------------------------------------------------------
@@ -175,8 +177,10 @@ class SlackAdapter:
         alerts = parse_integration_message(event)
         if not alerts:
             return
+        url = self._workspace_url
+        link = permalink(url, event["channel"], event["ts"]) if url else None
         ids = await asyncio.to_thread(receive_from_chat, self.services, alerts, platform=PLATFORM,
-                                      channel=event["channel"], message_id=event["ts"])
+                                      channel=event["channel"], message_id=event["ts"], permalink=link)
         if ids:
             self.wake_annotator()
             await self._react(event["channel"], event["ts"], "eyes")
@@ -196,6 +200,7 @@ class SlackAdapter:
         try:
             me = await self.client.auth_test()
             self._identity = (me.get("bot_id"), me.get("user_id"))
+            self._workspace_url = me.get("url")   # to link integration messages the way the port links ours
         except Exception as exc:
             log.warning("Slack auth.test failed (%s); relying on bolt's own self-event filter", exc)
 
