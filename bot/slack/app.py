@@ -17,6 +17,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.chat_work import first_time, run_handler
 from bot.settings import Settings
 from bot.slack.blocks import APPROVE, FEEDBACK_DOWN, FEEDBACK_UP, REJECT
 from bot.slack.integrations import parse_integration_message
@@ -205,23 +206,10 @@ class SlackAdapter:
             log.warning("Slack auth.test failed (%s); relying on bolt's own self-event filter", exc)
 
     async def _work(self, func: Callable[..., Any], *args, on_error: ChatMessage | None = None, **kwargs) -> None:
-        """Engine work off the event loop; a failure is told to the person who asked, never swallowed."""
-        try:
-            await asyncio.to_thread(func, self.services, *args, **kwargs)
-        except Exception as exc:
-            log.exception("handling a Slack request failed")
-            if on_error is not None:
-                try:
-                    await asyncio.to_thread(reply, self.services, on_error, notice(
-                        "Something went wrong", f"warroom could not answer ({type(exc).__name__}). Try again; if "
-                        "it keeps failing, an operator can run `warroom doctor`.", style="error"), private=True)
-                except Exception:
-                    log.exception("could not even report the failure")
+        await run_handler(self.services, "Slack", func, *args, on_error=on_error, **kwargs)
 
     async def _first_time(self, key: str, ttl: int) -> bool:
-        """True the first time a key is seen within `ttl` seconds (Redis SET NX), shared by every replica."""
-        if self.redis is None:
-            return True
+        return await first_time(self.redis, key, ttl)
         try:
             return bool(await asyncio.to_thread(self.redis.set, key, "1", nx=True, ex=ttl))
         except Exception as exc:  # without Redis we still answer; the database guards keep clicks single

@@ -20,6 +20,7 @@ from botbuilder.core.teams import TeamsInfo
 from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
 from botbuilder.schema import Activity, ActivityTypes
 
+from bot.chat_work import first_time, run_handler
 from bot.settings import Settings
 from bot.teams.cards import APPROVE, FEEDBACK, REJECT
 from bot.teams.references import References, base_conversation, thread_of
@@ -203,24 +204,11 @@ class TeamsAdapter:
         self._tasks.add(task)  # keep a reference: the loop holds tasks only weakly
         task.add_done_callback(self._tasks.discard)
 
-    async def _work(self, func: Callable[..., Any], *args, on_error: ChatMessage | None = None) -> None:
-        """Engine work off the event loop; a failure is told to the person who asked, never swallowed."""
-        try:
-            await asyncio.to_thread(func, self.services, *args)
-        except Exception as exc:  # noqa: BLE001
-            log.exception("handling a Teams message failed")
-            if on_error is not None:
-                try:
-                    await asyncio.to_thread(reply, self.services, on_error, notice(
-                        "Something went wrong", f"warroom could not answer ({type(exc).__name__}). Try again; if "
-                        "it keeps failing, an operator can run `warroom doctor`.", style="error"), private=True)
-                except Exception:  # noqa: BLE001
-                    log.exception("could not even report the failure")
+    async def _work(self, func: Callable[..., Any], *args, on_error: ChatMessage | None = None, **kwargs) -> None:
+        await run_handler(self.services, "Teams", func, *args, on_error=on_error, **kwargs)
 
     async def _first_time(self, key: str, ttl: int) -> bool:
-        """True the first time a key is seen within `ttl` seconds (Redis SET NX), shared by every replica."""
-        if self.redis is None:
-            return True
+        return await first_time(self.redis, key, ttl)
         try:
             return bool(await asyncio.to_thread(self.redis.set, key, "1", nx=True, ex=ttl))
         except Exception as exc:  # noqa: BLE001 - without Redis we still answer; the database guards hold
