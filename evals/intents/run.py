@@ -1,10 +1,12 @@
-"""Intent and entity evaluation for `engine.intent.IntentClassifier`, offline path only (no LLM fallback).
+"""Intent and entity evaluation for `engine.intent.IntentClassifier`: the offline path, and with `--configured`
+also the layered path with the model WARROOM_LLM configures as the low-confidence fallback.
 
 Prints, per set: intent accuracy, per-intent recall and a confusion matrix, and service / environment
 exact-match accuracy. `dev` (heldout.yaml) is for tuning; `heldout` (heldout_v2.yaml) is scored, never fitted.
 
     .venv/bin/python evals/intents/run.py                     # both sets
     .venv/bin/python evals/intents/run.py --set dev --errors  # list every miss on the dev set
+    .venv/bin/python evals/intents/run.py --configured        # also with the model (WARROOM_LLM and its keys)
 """
 from __future__ import annotations
 
@@ -114,24 +116,44 @@ def _print_errors(outcomes: list[Outcome]) -> None:
             print(f"  {o.case.text!r}: " + "; ".join(marks))
 
 
+def _configured(embedder) -> list[tuple[str, object]]:
+    """The layered classifier with the configured model as its fallback, as `warroom serve` builds it."""
+    from bot.settings import Settings
+    from engine.intent import IntentClassifier
+    from engine.llm import make_provider
+
+    settings = Settings()
+    if settings.llm_provider == "offline":
+        print("WARROOM_LLM names no model provider (offline is already scored)", file=sys.stderr)
+        return []
+    provider = make_provider(settings)
+    return [(settings.llm_provider, IntentClassifier(embedder, llm_fallback=provider.classify))]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", choices=(*SETS, "all"), default="all")
     parser.add_argument("--errors", action="store_true", help="list every case with a wrong intent or entity")
+    parser.add_argument("--configured", action="store_true",
+                        help="also score with the provider WARROOM_LLM configures consulted below LOW_CONFIDENCE")
     args = parser.parse_args(argv)
 
     from engine.embedder import SentenceTransformerEmbedder
     from engine.intent import IntentClassifier
 
-    classifier = IntentClassifier(SentenceTransformerEmbedder())
-    for name in SETS if args.set == "all" else [args.set]:
-        outcomes = evaluate(classifier, load_cases(name))
-        s = summary(outcomes)
-        print(f"== {name} ({SETS[name].name}, {s['n']} cases): intent {s['intent']:.3f}  "
-              f"service {s['service']:.3f}  environment {s['environment']:.3f}")
-        print(confusion_table(outcomes))
-        if args.errors:
-            _print_errors(outcomes)
+    embedder = SentenceTransformerEmbedder()
+    classifiers = [("offline", IntentClassifier(embedder))]
+    if args.configured:
+        classifiers += _configured(embedder)
+    for label, classifier in classifiers:
+        for name in SETS if args.set == "all" else [args.set]:
+            outcomes = evaluate(classifier, load_cases(name))
+            s = summary(outcomes)
+            print(f"== {label} on {name} ({SETS[name].name}, {s['n']} cases): intent {s['intent']:.3f}  "
+                  f"service {s['service']:.3f}  environment {s['environment']:.3f}")
+            print(confusion_table(outcomes))
+            if args.errors:
+                _print_errors(outcomes)
     return 0
 
 
