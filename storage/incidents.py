@@ -6,6 +6,8 @@ from typing import Any
 
 import psycopg
 
+from storage import audit
+
 OPEN_STATES = ("DETECTED", "ACKNOWLEDGED", "INVESTIGATING", "MITIGATED")
 
 
@@ -16,8 +18,13 @@ def open_incident(conn: psycopg.Connection, *, title: str, service: str | None, 
         """INSERT INTO incidents (workspace, title, service, environment, severity, alert_id, channel, thread)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
         (workspace, title, service, environment, severity, alert_id, channel, thread)).fetchone()
-    conn.execute("INSERT INTO incident_transitions (incident_id, from_state, to_state, actor, note) "
-                 "VALUES (%s, NULL, 'DETECTED', %s, %s)", (row["id"], actor, "opened"))
+    opened = conn.execute("INSERT INTO incident_transitions (incident_id, from_state, to_state, actor, note) "
+                          "VALUES (%s, NULL, 'DETECTED', %s, %s) RETURNING id", (row["id"], actor, "opened")).fetchone()
+    # Every transition is audited, the first one too, so a summary's DETECTED line cites its audit id.
+    audit_id = audit.append(conn, actor=actor, action="incident.opened", subject=f"incident:{row['id']}",
+                            detail={"alert_id": alert_id, "severity": severity, "service": service},
+                            workspace=workspace)
+    link_audit(conn, opened["id"], audit_id)
     return row["id"]
 
 
