@@ -14,7 +14,11 @@ MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words
 # ("test", "admin") would garble ordinary text, and is no real secret anyway.
 MIN_REGISTERED_LENGTH = 6
 
-_KEY_WORDS = r"password|passwd|passphrase|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credentials?"
+# `token` as a secret's name, not as a count or kind: `max_tokens: 1024`, `tokens_used=812`, `token_type: bearer`
+# and `tokenizer=...` are ordinary output (LLM and API usage lines) and stay readable.
+_TOKEN = r"token(?!s\b|s_|_?(?:count|limit|usage|used|type|budget)\b|izer)"
+_KEY_WORDS = (rf"password|passwd|passphrase|pwd|secret|{_TOKEN}|api[_-]?key|access[_-]?key|private[_-]?key"
+              r"|credentials?")
 
 # (pattern, replacement): replacements keep the label so a reader still sees what was there.
 PATTERNS: list[tuple[re.Pattern, str]] = [

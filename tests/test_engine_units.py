@@ -73,6 +73,14 @@ def test_redaction_masks_known_values_and_credential_shapes():
     assert out.count(MASK) >= 7 and "db.internal" in out
 
 
+def test_redaction_leaves_counts_and_kinds_of_tokens_readable():
+    usage = "max_tokens: 1024, tokens_used=812, token_count: 40, token_type: bearer, tokenizer=bpe"
+    assert redact(usage) == usage
+    for leak in ("api_token=s3cr3t-v4lue", "slack_token: s3cr3t-v4lue", 'tokenValue: "s3cr3t-v4lue"',
+                 "refresh_token=s3cr3t-v4lue"):
+        assert "s3cr3t-v4lue" not in redact(leak), leak
+
+
 def test_chunks_overlap():
     words = " ".join(f"w{i}" for i in range(500))
     chunks = split_words(words, size=200, overlap=50)
