@@ -27,6 +27,8 @@ def card_steps(rows: list[dict[str, Any]]) -> list[CardStep]:
         note = row.get("refusal")
         if row["status"] in ("succeeded", "failed", "interrupted") and row.get("result"):
             note = (row["result"] or {}).get("summary") or note
+        if note is None and row.get("why"):
+            note = f"why: {row['why']}"   # a model-proposed step says what evidence it acts on
         out.append(CardStep(step_id=row["id"], index=i, title=row["title"], connector=row["connector"],
                             target=row["target"], risk=row["risk"], status=row["status"], actions=actions,
                             note=note, decided_by=_decider(row)))

@@ -22,12 +22,13 @@ def create_plan(conn: psycopg.Connection, *, plan: dict[str, Any], workspace: st
     for i, step in enumerate(plan["steps"]):
         conn.execute(
             """INSERT INTO plan_steps (plan_id, ordinal, key, title, connector, target, risk, params, rollback,
-                                       requires_approval, status, refusal)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s)""",
+                                       requires_approval, status, refusal, why)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s)""",
             (plan_id, i, step["key"], step["title"], step["connector"], step.get("target"), step["risk"],
              json.dumps(step.get("params", {})),
              json.dumps(step["rollback"], default=str) if step.get("rollback") else None,
-             step.get("requires_approval", True), step.get("status", "proposed"), step.get("refusal")))
+             step.get("requires_approval", True), step.get("status", "proposed"), step.get("refusal"),
+             step.get("why")))
     return plan_id
 
 

@@ -407,8 +407,13 @@ def test_with_no_matching_runbook_the_model_proposes_a_plan_and_the_planner_vali
     card = thread_card(bare_services)
     assert "Check inventory-api, then restart it" in card and "Read the health endpoint" in card
     with bare_services.pool.connection() as conn:
-        steps = conn.execute("SELECT key, status, risk, refusal FROM plan_steps ORDER BY id").fetchall()
+        steps = conn.execute("SELECT key, status, risk, refusal, why FROM plan_steps ORDER BY id").fetchall()
     assert steps[0]["key"] == "model-1" and steps[0]["status"] != "refused"
+    assert steps[0]["why"] == "C1: latency since the rollout"      # kept, and shown to whoever approves it
+    with bare_services.pool.connection() as conn:   # the card as first posted, before the read-only step ran
+        first = conn.execute("SELECT card FROM outbox WHERE op = 'post' AND message_key LIKE 'plan:%%' "
+                             "ORDER BY id LIMIT 1").fetchone()
+    assert "why: C1: latency since the rollout" in json.dumps(first["card"])
     assert steps[1]["status"] == "refused" and "db-9" in steps[1]["refusal"]
     assert steps[1]["risk"] != "read_only"          # a restart is never taken as read-only, whatever the model says
 
