@@ -212,6 +212,7 @@ class Actor(Frozen):
     platform: str = "shell"
     name: str | None = None
     email: str | None = None
+    upn: str | None = None      # Teams: the user principal name, which need not equal the email
 
 
 class ChatMessage(Frozen):

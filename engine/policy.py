@@ -31,10 +31,11 @@ def needs_approval(risk: str, policy: PolicyConfig) -> bool:
 
 def is_approver(actor: Actor, policy: PolicyConfig) -> bool:
     """With no approvers configured anyone in the channel may approve (the doctor warns about it).
-    Only the platform's user id and the email it vouches for count: display names can be changed by anyone."""
+    Only the platform's user id and the email (or Teams UPN) it vouches for count: display names can be changed
+    by anyone."""
     if not policy.approvers:
         return True
-    names = {actor.id, actor.email} - {None}
+    names = {actor.id, actor.email, actor.upn} - {None}
     allowed = {a.lower() for a in policy.approvers}
     return any(n.lower() in allowed for n in names)
 

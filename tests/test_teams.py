@@ -24,6 +24,7 @@ BOT = {"id": "28:0b6fe6d1-fece-44f7-9a48-56465e2d5ab8", "name": "warroom"}
 ALICE = {"id": "29:1alice", "name": "Alice", "aadObjectId": "a11ce000-0000-4000-8000-000000000001"}
 BOB = {"id": "29:1bob", "name": "Bob", "aadObjectId": "b0b00000-0000-4000-8000-000000000002"}
 CAROL = {"id": "29:1carol", "name": "Carol", "aadObjectId": "ca201000-0000-4000-8000-000000000003"}
+DAVE = {"id": "29:1dave", "name": "Dave", "aadObjectId": "da4e0000-0000-4000-8000-000000000004"}
 MEMBERS = {  # what GET /v3/conversations/{id}/members/{userId} answers
     ALICE["id"]: {"name": "Alice", "aadObjectId": ALICE["aadObjectId"], "email": "alice@example.com",
                   "userPrincipalName": "alice@example.com", "tenantId": TENANT},
@@ -32,12 +33,15 @@ MEMBERS = {  # what GET /v3/conversations/{id}/members/{userId} answers
     # a guest account: no mailbox, so no email, only a UPN
     CAROL["id"]: {"name": "Carol", "aadObjectId": CAROL["aadObjectId"], "userPrincipalName": "carol@example.com",
                   "tenantId": TENANT},
+    # a mailbox whose address is not the sign-in name
+    DAVE["id"]: {"name": "Dave", "aadObjectId": DAVE["aadObjectId"], "email": "dave@example.com",
+                 "userPrincipalName": "dsmith@corp.example.com", "tenantId": TENANT},
 }
 CONFIG = f"""
 teams:
   alert_conversation: "{ALERTS}"
 policy:
-  approvers: [{BOB["aadObjectId"]}, carol@example.com]
+  approvers: [{BOB["aadObjectId"]}, carol@example.com, dsmith@corp.example.com]
   auto_run_read_only: true
   two_person_rule: true
 """
@@ -285,6 +289,15 @@ def test_an_approver_listed_by_upn_may_approve(teams):
                                     message_id=card["id"], user=CAROL)
     assert status == 200 and "running it now" in answer["value"]
     assert teams.served.query(f"SELECT actor FROM approvals WHERE step_id = {step_id}") == [("carol@example.com",)]
+
+
+def test_an_approver_listed_by_upn_may_approve_even_when_the_email_differs(teams):
+    channel = "19:d1a90000000000000000000000000009@thread.tacv2"
+    root, card, step_id = teams.plan_card(channel, user=ALICE)
+    status, answer, _ = teams.click("approve", {"verb": "approve", "step_id": step_id}, channel=channel, root=root,
+                                    message_id=card["id"], user=DAVE)
+    assert status == 200 and "running it now" in answer["value"]
+    assert teams.served.query(f"SELECT actor FROM approvals WHERE step_id = {step_id}") == [("dave@example.com",)]
 
 
 def test_reject_and_feedback(teams):

@@ -221,9 +221,10 @@ class TeamsAdapter:
         sender = context.activity.from_property
         member = await self._member(context, sender.id)
         aad = sender.aad_object_id or getattr(member, "aad_object_id", None)
-        email = getattr(member, "email", None) or getattr(member, "user_principal_name", None)
+        upn = getattr(member, "user_principal_name", None)
+        email = getattr(member, "email", None) or upn
         return Actor(id=aad or sender.id, platform=PLATFORM, name=sender.name or getattr(member, "name", None),
-                     email=email)
+                     email=email, upn=upn)
 
     async def _member(self, context: TurnContext, user_id: str):
         cached = self._members.get(user_id)
