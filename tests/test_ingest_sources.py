@@ -51,7 +51,7 @@ def assert_well_formed(doc: ParsedDocument, source_type: str) -> None:
 
 def small_windows(monkeypatch) -> None:
     """Window at 20 words, so windowing is tested without depending on the real chunk size."""
-    monkeypatch.setattr(sources, "split_words", lambda text: ingest.split_words(text, size=20, overlap=5))
+    monkeypatch.setattr(sources.common, "split_words", lambda text: ingest.split_words(text, size=20, overlap=5))
 
 
 # ---------------------------------------------------------------------------------------------- HTML

@@ -286,7 +286,7 @@ def test_status_summarises_the_incident_citing_messages_and_audit_ids(incident, 
     [opened_audit] = _audit_ids(services, "incident.opened")
     assert f"audit #{opened_audit}" in text      # the DETECTED line, audited when the critical alert opened it
     [ack_audit] = _audit_ids(services, "incident.acknowledged")
-    assert f"*Acknowledged* by U0ALICE at" in text and f"audit #{ack_audit}" in text
+    assert "*Acknowledged* by U0ALICE at" in text and f"audit #{ack_audit}" in text
     # hypotheses with their confidence, cited by a link to the plan card: a reply in the alert's thread
     plan_key = f"plan:{plan['id']}"
     plan_link = _slack_permalink(slack, ALERTS, posted[plan_key]["message_id"])
