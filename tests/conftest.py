@@ -16,6 +16,8 @@ import psycopg
 import pytest
 from redis import Redis
 
+from tests.http_helpers import send_json
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -134,12 +136,7 @@ class Recorder(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server's naming)
         self.server.hits.append(self.path)
         status = 500 if self.path.startswith("/fail") else 200
-        body = b'{"status":"ok"}' if status == 200 else b'{"status":"broken"}'
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, status, {"status": "ok" if status == 200 else "broken"})
 
     def log_message(self, *args):
         pass

@@ -33,6 +33,8 @@ from urllib.parse import unquote
 from jsonschema import Draft6Validator
 from jsonschema.exceptions import best_match
 
+from tests.http_helpers import send_json
+
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora" / "msteams"
 SCHEMA_PATH = CORPUS / "adaptive-cards" / "schemas" / "adaptive-card-1.5.0.json"
 ACTIVITIES = CORPUS / "bot-framework-activities" / "teams-net"
@@ -142,12 +144,12 @@ class TeamsStandIn:
         try:
             body = json.loads(raw) if raw else {}
         except json.JSONDecodeError:
-            return _send(request, 400, {"error": {"code": "BadSyntax", "message": "not JSON"}})
+            return send_json(request, 400, {"error": {"code": "BadSyntax", "message": "not JSON"}})
         kind = _kind(method, parts)
         call = {"kind": kind, "method": method, "path": parts, "body": body, "at": time.monotonic(),
                 "authorization": request.headers.get("Authorization")}
         if kind is None:
-            return _send(request, 404, {"error": {"code": "NotFound", "message": request.path}})
+            return send_json(request, 404, {"error": {"code": "NotFound", "message": request.path}})
         call["channel"] = base(body["channelData"]["channel"]["id"]) if kind == "create" else base(parts[2])
         with self._lock:
             self.calls.append(call)
@@ -158,7 +160,7 @@ class TeamsStandIn:
         if failure is not None:
             status, retry_after = failure["status"], failure["retry_after"]
             headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
-            return _send(request, status, {"error": {"code": f"Scripted{status}", "message": "scripted"}}, headers)
+            return send_json(request, status, {"error": {"code": f"Scripted{status}", "message": "scripted"}}, headers)
         if kind == "member":
             return self._member(request, parts[4])
         activity = body.get("activity") if kind == "create" else body
@@ -166,7 +168,7 @@ class TeamsStandIn:
         if problems:
             with self._lock:
                 self.violations.extend(problems)
-            return _send(request, 413 if any("bytes" in p for p in problems) else 400,
+            return send_json(request, 413 if any("bytes" in p for p in problems) else 400,
                          {"error": {"code": "BadArgument", "message": "; ".join(problems)}})
         channel = call["channel"]
         if kind != "update":
@@ -174,17 +176,17 @@ class TeamsStandIn:
             if retry:
                 with self._lock:
                     self.rate_limited.append(channel)
-                return _send(request, 429, {"error": {"code": "TooManyRequests", "message": "slow down"}},
+                return send_json(request, 429, {"error": {"code": "TooManyRequests", "message": "slow down"}},
                              {"Retry-After": f"{retry:.2f}"})
         if kind == "create":
             message = self._store(channel, activity, thread=None)
-            return _send(request, 201, {"id": f"{channel};messageid={message['id']}", "activityId": message["id"],
+            return send_json(request, 201, {"id": f"{channel};messageid={message['id']}", "activityId": message["id"],
                                         "serviceUrl": self.url})
         if kind == "update":
             return self._update(request, channel, parts[4], activity)
         thread = thread_of(parts[2]) or (parts[4] if kind == "reply" and parts[2].startswith("19:") else None)
         message = self._store(channel, activity, thread=thread, reply_to=parts[4] if kind == "reply" else None)
-        return _send(request, 201 if kind == "send" else 200, {"id": message["id"]})
+        return send_json(request, 201 if kind == "send" else 200, {"id": message["id"]})
 
     def _check(self, activity: dict, raw: bytes) -> list[str]:
         problems = []
@@ -226,14 +228,14 @@ class TeamsStandIn:
                 message.update(attachments=activity.get("attachments") or [], text=activity.get("text"),
                                updates=message["updates"] + 1)
         if message is None:
-            return _send(request, 404, {"error": {"code": "ActivityNotFound", "message": activity_id}})
-        return _send(request, 200, {"id": activity_id})
+            return send_json(request, 404, {"error": {"code": "ActivityNotFound", "message": activity_id}})
+        return send_json(request, 200, {"id": activity_id})
 
     def _member(self, request, user_id: str) -> None:
         member = self.users.get(user_id)
         if member is None:
-            return _send(request, 404, {"error": {"code": "MemberNotFound", "message": user_id}})
-        return _send(request, 200, {"id": user_id, **member})
+            return send_json(request, 404, {"error": {"code": "MemberNotFound", "message": user_id}})
+        return send_json(request, 200, {"id": user_id, **member})
 
 
 def _kind(method: str, parts: list[str]) -> str | None:
@@ -250,15 +252,6 @@ def _kind(method: str, parts: list[str]) -> str | None:
     return None
 
 
-def _send(request: BaseHTTPRequestHandler, status: int, body: dict, headers: dict | None = None) -> None:
-    data = json.dumps(body).encode()
-    request.send_response(status)
-    request.send_header("Content-Type", "application/json")
-    request.send_header("Content-Length", str(len(data)))
-    for name, value in (headers or {}).items():
-        request.send_header(name, value)
-    request.end_headers()
-    request.wfile.write(data)
 
 
 # --- inbound activities, from the real Teams captures in the shared corpus ---------------------------------

@@ -34,6 +34,7 @@ from handlers.alert import annotate_alert, receive
 from handlers.annotate import annotate
 from storage import alerts as alert_store
 from tests.conftest import EXAMPLES, make_services
+from tests.http_helpers import send_json
 
 CHANNEL = "C0ALERTS"
 PAYLOAD = EXAMPLES / "alerts/payments-high-error-rate-firing.json"
@@ -93,12 +94,7 @@ class PrometheusStandIn:
                 return True
 
             def _send(self, status: int, body) -> None:
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, body)
 
             def log_message(self, *args):
                 pass

@@ -28,6 +28,7 @@ from handlers.alert import annotate_alert, receive
 from storage import alerts as alert_store
 from tests.anthropic_standin import AnthropicStandIn, forced_tool, hang, overloaded, rate_limited, text_only, tool
 from tests.conftest import EXAMPLES, make_services
+from tests.http_helpers import send_json
 from tests.openai_standin import OpenAIStandIn, answer
 from tests.openai_standin import error as openai_error
 
@@ -342,17 +343,10 @@ def test_openai_compatible_server_errors_and_bad_json_end_in_the_offline_answer(
 class _Vault(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802
         if self.path.split("?")[0] != "/v1/kv/data/db/payments":
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            send_json(self, 404, {"errors": []})   # what Vault answers for a missing secret
             return
-        body = json.dumps({"data": {"data": {"password": VAULT_VALUE}, "metadata": {
-            "created_time": "2026-01-01T00:00:00Z", "deletion_time": "", "destroyed": False, "version": 1}}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, 200, {"data": {"data": {"password": VAULT_VALUE}, "metadata": {
+            "created_time": "2026-01-01T00:00:00Z", "deletion_time": "", "destroyed": False, "version": 1}}})
 
     def log_message(self, *args):
         pass

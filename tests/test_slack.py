@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RecordingTarget, runbook_yaml, warroom
+from tests.http_helpers import texts_in
 from tests.served import Served
 from tests.slack_standin import (SlackStandIn, app_mention_event, block_action, event, message_event, sign,
                                  slash_command)
@@ -113,21 +114,7 @@ class Slack:
 
 def _text_of(message: dict) -> str:
     """Everything a message says: its fallback text and every text in its blocks."""
-    parts = [message.get("text") or ""]
-
-    def walk(node):
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key == "text" and isinstance(value, str):
-                    parts.append(value)
-                else:
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(message.get("blocks") or [])
-    return "\n".join(parts)
+    return "\n".join([message.get("text") or "", *texts_in(message.get("blocks") or [])])
 
 
 def _buttons(message: dict) -> dict[str, str]:

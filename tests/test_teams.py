@@ -13,6 +13,7 @@ from bot.teams.cards import MAX_CARD_BYTES, render, size
 from engine.cards import Card, CardStep, HypothesesBlock, StepsBlock
 from engine.models import Evidence, Hypothesis
 from tests.conftest import EXAMPLES, RecordingTarget, runbook_yaml, warroom
+from tests.http_helpers import texts_in
 from tests.served import Served
 from tests.teams_standin import (TeamsStandIn, bot_added, card_action, card_violations, channel_mention,
                                  personal_message)
@@ -127,21 +128,7 @@ def card_of(message: dict) -> dict:
 
 def text_of(message: dict) -> str:
     """Everything a message says: its text and every text of its card."""
-    parts = [message.get("text") or ""]
-
-    def walk(node):
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key == "text" and isinstance(value, str):
-                    parts.append(value)
-                else:
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(message.get("attachments") or [])
-    return "\n".join(parts)
+    return "\n".join([message.get("text") or "", *texts_in(message.get("attachments") or [])])
 
 
 def actions_of(message: dict) -> list[dict]:
