@@ -72,8 +72,10 @@ def assemble(pool: ConnectionPool, embedder: Embedder, *, alert: Alert | None = 
         live_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warroom-live")
         live_future = live_pool.submit(live.gather, config, alert=alert, service=service, now=now)
     anchor = ctx.anchor_time
-    ctx.citations = knowledge.search(pool, embedder, ctx.query_text, top_k=top_k, workspace=workspace) \
-        if ctx.query_text else []
+    # One embedding of the question serves the document search, the precedent search and the fit measure.
+    question = knowledge.query_vector(embedder, ctx.query_text) if ctx.query_text else None
+    ctx.citations = knowledge.search(pool, embedder, ctx.query_text, top_k=top_k, workspace=workspace,
+                                     vector=question) if ctx.query_text else []
     with pool.connection() as conn:
         ctx.related_alerts = alert_store.related_alerts(
             conn, service=service, exclude_id=alert_id, since=now - RELATED_WINDOW, workspace=workspace)
@@ -84,10 +86,10 @@ def assemble(pool: ConnectionPool, embedder: Embedder, *, alert: Alert | None = 
                                   if row["service"] != service]
         ctx.runbooks = _matching_runbooks(conn, ctx, workspace)
         ctx.feedback = _feedback(conn, service, workspace)
-        found = _precedent_documents(pool, embedder, ctx, workspace) if ctx.query_text else []
+        found = _precedent_documents(pool, embedder, ctx, workspace, question) if question is not None else []
         ctx.precedents = _precedents(conn, found)
-        if ctx.query_text:
-            _measure_fit(conn, embedder, ctx, [*ctx.citations, *found])
+        if question is not None:
+            _measure_fit(conn, question, ctx, [*ctx.citations, *found])
     for change in extra_changes or []:
         if anchor - CHANGE_LOOKBACK <= change.at <= anchor + timedelta(minutes=5):
             (ctx.changes if service is None or change.service == service else ctx.nearby_changes).append(change)
@@ -131,9 +133,10 @@ def _matching_runbooks(conn, ctx: Context, workspace: str) -> list[dict[str, Any
     return out
 
 
-def _precedent_documents(pool: ConnectionPool, embedder: Embedder, ctx: Context, workspace: str) -> list[Citation]:
+def _precedent_documents(pool: ConnectionPool, embedder: Embedder, ctx: Context, workspace: str,
+                         question: np.ndarray) -> list[Citation]:
     return knowledge.search(pool, embedder, ctx.query_text, top_k=MAX_PRECEDENTS, workspace=workspace,
-                            source_types=[INCIDENT_SOURCE])
+                            source_types=[INCIDENT_SOURCE], vector=question)
 
 
 def _precedents(conn, found: list[Citation]) -> list[Precedent]:
@@ -153,12 +156,11 @@ def _precedents(conn, found: list[Citation]) -> list[Precedent]:
     return out
 
 
-def _measure_fit(conn, embedder: Embedder, ctx: Context, found: list[Citation]) -> None:
+def _measure_fit(conn, query: np.ndarray, ctx: Context, found: list[Citation]) -> None:
     """Fill `ctx.similarity` and `ctx.doc_services` for the retrieved documents from their stored window vectors:
-    one more embedding of the query, one query, no re-embedding of documents."""
+    one query, no embedding (the question's vector is the one the searches used)."""
     if not found:
         return
-    query = np.asarray(embedder.embed([knowledge.expand_query(ctx.query_text)])[0], dtype=np.float32)
     rows = conn.execute(
         """SELECT c.id, c.services, max(1 - (v.embedding <=> %s)) AS similarity
            FROM chunks c JOIN chunk_vectors v ON v.chunk_id = c.id WHERE c.id = ANY(%s) GROUP BY c.id""",

@@ -226,12 +226,19 @@ def expand_query(text: str) -> str:
     return _WORD.sub(one, text)
 
 
+def query_vector(embedder: Embedder, query: str) -> np.ndarray:
+    """The query's vector as `search` computes it (shorthand expanded). Callers that search one question several
+    ways (documents, past incidents, fit) compute it once and pass it along."""
+    return np.asarray(embedder.embed([expand_query(query)])[0], dtype=np.float32)
+
+
 def search(pool: ConnectionPool, embedder: Embedder, query: str, *, top_k: int = 5, workspace: str = "default",
            services: Sequence[str] | None = None, source_types: Sequence[str] | None = None,
-           per_document: bool = True) -> list[Citation]:
-    """Hybrid retrieval; by default the best chunk of each document, so one long page cannot fill the list."""
+           per_document: bool = True, vector: np.ndarray | None = None) -> list[Citation]:
+    """Hybrid retrieval; by default the best chunk of each document, so one long page cannot fill the list.
+    `vector`: the query's `query_vector`, when the caller already has it."""
     expanded = expand_query(query)
-    vector = embedder.embed([expanded])[0]
+    vector = query_vector(embedder, query) if vector is None else vector
     with pool.connection() as conn:
         rows = kb.hybrid_search(conn, query=expanded, vector=vector, top_k=top_k * 4 if per_document else top_k,
                                 workspace=workspace, services=services, source_types=source_types,
