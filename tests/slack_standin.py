@@ -374,6 +374,7 @@ class SlackStandIn:
         # Only touched on the server's own loop.
         self._sockets: set[web.WebSocketResponse] = set()
         self._socket: web.WebSocketResponse | None = None
+        self.socket_connections = 0  # hellos sent: a reconnect is complete when this grows
         self._sent_envelopes: dict[str, dict] = {}   # envelope_id -> {"waiter", "sent_at", "acked"}
 
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -967,6 +968,7 @@ class SlackStandIn:
         await ws.send_json({"type": "hello", "num_connections": len(self._sockets),
                             "debug_info": {"host": "standin", "approximate_connection_time": 18060},
                             "connection_info": {"app_id": APP_ID}})
+        self.socket_connections += 1
         self.socket_connected.set()
         try:
             async for message in ws:

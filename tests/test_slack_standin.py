@@ -399,6 +399,9 @@ async def test_socket_mode_reconnects_after_disconnect_and_a_missing_ack_is_a_vi
     try:
         await asyncio.to_thread(slack.socket_disconnect, "refresh_requested")
         await asyncio.to_thread(slack.wait_for, lambda: len(slack.calls_to("apps.connections.open")) == 2, 3)
+        # The second ticket is issued before its WebSocket is up: wait for the new session's hello, or
+        # the envelope would go to the old socket the client is about to close.
+        await asyncio.to_thread(slack.wait_for, lambda: slack.socket_connections == 2, 3)
         command = socket_envelope(*slash_command("status"), envelope_id="cmd-1")
         assert await slack.socket_send_async(command, timeout=3) == {"envelope_id": "cmd-1"}
 
