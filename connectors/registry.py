@@ -1,10 +1,15 @@
-"""Connector name -> implementation. Connectors not built yet refuse clearly instead of pretending."""
+"""Connector name -> implementation."""
 from __future__ import annotations
 
 from connectors.base import Connector, ConnectorError
 from connectors.http import HttpConnector
+from connectors.kubernetes import KubernetesConnector
+from connectors.prometheus import PrometheusConnector
+from connectors.sql import SqlConnector
+from connectors.ssh import SshConnector
 
-_CONNECTORS: dict[str, Connector] = {"http": HttpConnector()}
+_CONNECTORS: dict[str, Connector] = {c.name: c for c in (HttpConnector(), SshConnector(), SqlConnector(),
+                                                         KubernetesConnector(), PrometheusConnector())}
 
 
 def get(name: str) -> Connector:
