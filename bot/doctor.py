@@ -51,7 +51,17 @@ def run_doctor(settings: Settings) -> int:
         line(False, f"embedding model {settings.embedding_model}: {exc}")
     if bool(settings.slack_bot_token) != bool(settings.slack_signing_secret) and not settings.slack_app_token:
         line(False, "slack: SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET must be set together")
+    if settings.vault_addr:
+        line(*_vault_check(settings))
     if settings.llm_provider == "anthropic" and not settings.anthropic_api_key:
         line(False, "llm: WARROOM_LLM=anthropic needs ANTHROPIC_API_KEY")
     print(f"{problems} problem(s)")
     return 1 if problems else 0
+
+
+def _vault_check(settings: Settings) -> tuple[bool, str]:
+    """Reach Vault and authenticate as the worker will (token lookup-self; AppRole logs in first)."""
+    try:
+        return True, f"vault {settings.vault_addr}: {settings.vault_resolver().check()}"
+    except Exception as exc:  # the resolver's messages name no secret
+        return False, f"vault {settings.vault_addr}: {exc}"

@@ -56,10 +56,27 @@ class Settings(BaseSettings):
 
     vault_addr: str | None = Field(None, validation_alias=_alias("VAULT_ADDR"))
     vault_token: SecretStr | None = Field(None, validation_alias=_alias("VAULT_TOKEN"))
+    # AppRole instead of a token: the worker logs in, and again when Vault stops honouring its token.
+    vault_role_id: str | None = Field(None, validation_alias=_alias("VAULT_ROLE_ID"))
+    vault_secret_id: SecretStr | None = Field(None, validation_alias=_alias("VAULT_SECRET_ID"))
+    vault_approle_mount: str = Field("approle", validation_alias=_alias("VAULT_APPROLE_MOUNT"))
+    vault_namespace: str | None = Field(None, validation_alias=_alias("VAULT_NAMESPACE"))
+    # How long a resolved secret is reused (in memory only) before Vault is asked again.
+    vault_cache_s: float = Field(60.0, ge=0, validation_alias=_alias("VAULT_CACHE_SECONDS"))
 
     embedding_model: str = Field("all-MiniLM-L6-v2", validation_alias=_alias("WARROOM_EMBEDDING_MODEL"))
     max_body_bytes: int = Field(1_048_576, validation_alias=_alias("WARROOM_MAX_BODY_BYTES"))
     step_timeout_s: int = Field(120, validation_alias=_alias("WARROOM_STEP_TIMEOUT"))
+
+    def vault_resolver(self):
+        """The worker's Vault client settings, as a resolver (nothing is contacted until a secret is needed)."""
+        from connectors.vault import VaultResolver
+
+        return VaultResolver(self.vault_addr, self.vault_token.get_secret_value() if self.vault_token else None,
+                             role_id=self.vault_role_id,
+                             secret_id=self.vault_secret_id.get_secret_value() if self.vault_secret_id else None,
+                             approle_mount=self.vault_approle_mount, namespace=self.vault_namespace,
+                             cache_seconds=self.vault_cache_s)
 
     @property
     def data_path(self) -> Path:

@@ -4,9 +4,12 @@ Two layers: exact values we know are secret (registered at start-up from setting
 resolver as it resolves them), then anything shaped like a credential."""
 from __future__ import annotations
 
+import base64
+import logging
 import re
 import threading
 from typing import Any, Iterable
+from urllib.parse import quote, quote_plus
 
 MASK = "[REDACTED]"
 MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words
@@ -75,11 +78,46 @@ SECRETS = SecretRegistry()
 
 
 def register_secret(value: str | None) -> None:
-    """Remember a value that must never leave this process unmasked (a token, a Vault value)."""
+    """Remember a value that must never leave this process unmasked (a token, a Vault value), in the spellings
+    it travels in: as is, JSON-escaped, URL-encoded (a query string) and base64 (a Basic auth header)."""
+    if not value or len(value) < MIN_REGISTERED_LENGTH:
+        return
     SECRETS.add(value)
-    # Multi-line secrets (private keys) also travel JSON-escaped; mask that spelling too.
-    if value and "\n" in value:
-        SECRETS.add(value.replace("\n", "\\n"))
+    for spelling in encodings(value):
+        SECRETS.add(spelling)
+
+
+# Shorter secrets have base64 cores too short to mask without masking ordinary text.
+MIN_ENCODED_LENGTH = 8
+
+
+def encodings(value: str) -> set[str]:
+    """Other spellings of a secret that would otherwise pass the exact match."""
+    out: set[str] = set()
+    if "\n" in value:  # multi-line secrets (private keys) also travel JSON-escaped
+        out.add(value.replace("\n", "\\n"))
+    for quoted in (quote(value, safe=""), quote_plus(value, safe="")):
+        if quoted != value:
+            out.update({quoted, re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), quoted)})
+    if len(value) >= MIN_ENCODED_LENGTH:
+        out.update(_base64_cores(value.encode()))
+    out.discard(value)
+    return {s for s in out if len(s) >= MIN_REGISTERED_LENGTH}
+
+
+def _base64_cores(raw: bytes) -> set[str]:
+    """The part of base64(... + secret + ...) that depends on the secret alone, for each of the three byte
+    alignments: `Basic base64(user:secret)` contains one of these whatever the user name. The few characters
+    at either edge that mix with neighbouring bytes stay visible; they hold at most two bytes of the secret."""
+    cores: set[str] = set()
+    for skip in range(3):
+        body = raw[skip:]
+        body = body[:len(body) - len(body) % 3]
+        if len(body) < 6:
+            continue
+        core = base64.b64encode(body).decode()
+        cores.update({core, core.replace("+", "-").replace("/", "_")})
+    return cores
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -108,3 +146,61 @@ def redact_obj(value: Any, secrets: Iterable[str] = ()) -> Any:
     if isinstance(value, (list, tuple)):
         return [redact_obj(v, secrets) for v in value]
     return value
+
+
+# --- logs ------------------------------------------------------------------------------------------------------
+
+
+class RedactingFilter(logging.Filter):
+    """Masks registered secrets and credential shapes in a record's final message, exception and stack text.
+
+    The record is rewritten in place (message formatted now, args dropped), so every handler after this one,
+    and any formatter, sees only the masked text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        redact_record(record)
+        return True
+
+
+_FORMATTER = logging.Formatter()
+
+
+def redact_record(record: logging.LogRecord) -> logging.LogRecord:
+    if getattr(record, "_warroom_redacted", False):
+        return record
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad format string: let the handler report it as logging always does
+        return record
+    record.msg, record.args = redact(message), None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = _FORMATTER.formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = redact(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+    record._warroom_redacted = True
+    return record
+
+
+_installed = threading.Lock()
+_factory_wrapped = False
+
+
+def install_log_redaction() -> None:
+    """Mask secrets in every log line this process writes: a filter on the root logger's handlers, and the
+    same masking at record creation, which covers handlers added later (RQ's worker adds its own)."""
+    global _factory_wrapped
+    root_filter = RedactingFilter()
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(root_filter)
+    with _installed:
+        if _factory_wrapped:
+            return
+        make = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            return redact_record(make(*args, **kwargs))
+        logging.setLogRecordFactory(factory)
+        _factory_wrapped = True
