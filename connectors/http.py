@@ -11,6 +11,9 @@ from connectors.base import ConnectorError, StepResult, TransientError, bounded,
 MAX_BODY = 4000
 
 
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}   # retrying these cannot change anything
+
+
 class HttpConnector:
     name = "http"
 
@@ -27,9 +30,15 @@ class HttpConnector:
         try:
             with httpx.Client(timeout=timeout, follow_redirects=False) as client:
                 response = client.request(method, url, headers=headers, json=p.get("json"), content=p.get("body"))
-        except (httpx.ConnectError, httpx.TimeoutException, httpx.RemoteProtocolError) as exc:
-            raise TransientError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
-        if response.status_code >= 500 and expect is None and p["retry_5xx"]:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise TransientError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc  # nothing was sent
+        except (httpx.TimeoutException, httpx.RemoteProtocolError) as exc:
+            # The request went out: a write may have happened, so only a step that just reads is retried.
+            if read_only and method in SAFE_METHODS:
+                raise TransientError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+            return StepResult(ok=False, summary=f"{method} {url}: {type(exc).__name__} after the request was sent; "
+                                                "it may have taken effect, so it is not retried")
+        if response.status_code >= 500 and expect is None and p["retry_5xx"] and method in SAFE_METHODS:
             raise TransientError(f"{method} {url}: HTTP {response.status_code}")
         ok = response.status_code == expect if expect is not None else response.status_code < 400
         return StepResult(ok=ok, summary=f"{method} {url} -> HTTP {response.status_code}",
