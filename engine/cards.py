@@ -35,7 +35,7 @@ class CardStep(Frozen):
     target: str | None = None
     risk: str
     status: str
-    actions: list[Literal["approve", "reject"]] = Field(default_factory=list)
+    actions: list[Literal["approve", "reject", "retry"]] = Field(default_factory=list)   # retry: an interrupted step
     note: str | None = None
     decided_by: str | None = None   # who approved or rejected it, shown on the card
 

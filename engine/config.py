@@ -4,6 +4,7 @@ Credentials in targets are Vault references (`vault:<mount>/data/<path>#<field>`
 """
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -11,6 +12,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from engine.alerts import normalise_environment
 from engine.models import CONNECTORS, first_error
 
 SECRET_FIELDS = ("password", "private_key", "token", "bearer_token", "api_key", "secret")
@@ -32,11 +34,119 @@ class TeamsConfig(_Strict):
     alert_conversation: str | None = None
 
 
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class Scope(_Strict):
+    """Which steps a rule covers: empty lists mean every service / environment."""
+
+    services: list[str] = Field(default_factory=list)
+    environments: list[str] = Field(default_factory=list)
+
+    @field_validator("environments")
+    @classmethod
+    def _normalised(cls, value: list[str]) -> list[str]:
+        return [normalise_environment(v) or v for v in value]
+
+    def covers(self, service: str | None, environment: str | None) -> bool:
+        return ((not self.services or service in self.services)
+                and (not self.environments or environment in self.environments))
+
+
+class ApproverRule(Scope):
+    """Who may approve steps for these services and environments (ids, emails, UPNs, AAD ids, `group:<name>`)."""
+
+    approvers: list[str] = Field(min_length=1)
+
+
+class ChangeWindow(Scope):
+    """State-changing steps in scope run only inside a window: `days` at `start`–`end` local to `timezone`."""
+
+    days: list[str] = Field(default_factory=lambda: list(DAYS[:5]))
+    start: str = "00:00"
+    end: str = "24:00"
+    timezone: str = "UTC"
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, value: list[str]) -> list[str]:
+        days = [d.strip().lower()[:3] for d in value]
+        unknown = [d for d in days if d not in DAYS]
+        if unknown or not days:
+            raise ValueError(f"days must be among {', '.join(DAYS)} (got {value})")
+        return days
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        hours, sep, minutes = str(value).partition(":")
+        if not (sep and hours.isdigit() and minutes.isdigit() and len(minutes) == 2
+                and (0 <= int(hours) <= 23 and int(minutes) <= 59 or (hours, minutes) == ("24", "00"))):
+            raise ValueError(f"time of day must be HH:MM (got {value!r})")
+        return f"{int(hours):02d}:{minutes}"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ChangeWindow":
+        if self.start >= self.end:
+            raise ValueError(f"change window start {self.start} must be before end {self.end}")
+        return self
+
+
+class Freeze(Scope):
+    """A planned change freeze: no state-changing step in scope runs between `start` and `end`."""
+
+    start: datetime
+    end: datetime
+    reason: str = "change freeze"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Freeze":
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("freeze start and end need a timezone (e.g. 2026-12-20T00:00:00Z)")
+        if self.start >= self.end:
+            raise ValueError("freeze start must be before its end")
+        return self
+
+
 class PolicyConfig(_Strict):
     approvers: list[str] = Field(default_factory=list)
     auto_run_read_only: bool = True
     two_person_rule: bool = True
     blocked_commands: list[str] = Field(default_factory=lambda: ["rm -rf /", "DROP DATABASE", "mkfs"])
+    # --- extensions -------------------------------------------------------------------------------------
+    groups: dict[str, list[str]] = Field(default_factory=dict)        # name -> members, used as `group:<name>`
+    approver_rules: list[ApproverRule] = Field(default_factory=list)  # matching rules replace `approvers`
+    production_environments: list[str] = Field(default_factory=lambda: ["production"])
+    approval_expiry_minutes: int = Field(240, ge=0)       # a plan card older than this refuses clicks; 0: never
+    change_windows: list[ChangeWindow] = Field(default_factory=list)
+    freezes: list[Freeze] = Field(default_factory=list)
+    max_state_changes_per_hour: int = Field(10, ge=0)     # per service; 0: no limit
+    auto_rollback: bool = True                            # a failed step's declared rollback runs unasked
+
+    @field_validator("production_environments")
+    @classmethod
+    def _normalised(cls, value: list[str]) -> list[str]:
+        return [normalise_environment(v) or v for v in value]
+
+    @model_validator(mode="after")
+    def _groups_exist(self) -> "PolicyConfig":
+        named = [a for a in [*self.approvers, *(a for r in self.approver_rules for a in r.approvers)]
+                 if a.startswith("group:")]
+        missing = sorted({a for a in named if a.removeprefix("group:") not in self.groups})
+        if missing:
+            raise ValueError(f"policy names undefined groups: {', '.join(missing)} (define them in policy.groups)")
+        return self
 
 
 class Target(BaseModel):
@@ -84,12 +194,19 @@ class ContextConfig(_Strict):
         return value
 
 
+class ExecutionConfig(_Strict):
+    """How workers run approved steps."""
+
+    dry_run: bool = False      # validate, resolve credentials and say what would run, without running it
+
+
 class WarroomConfig(_Strict):
     slack: SlackConfig = Field(default_factory=SlackConfig)
     teams: TeamsConfig = Field(default_factory=TeamsConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     targets: dict[str, Target] = Field(default_factory=dict)
     context: ContextConfig = Field(default_factory=ContextConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
 
     @field_validator("targets")
     @classmethod

@@ -140,6 +140,7 @@ class RunbookStep(Frozen):
     risk: Risk = Risk.read_only
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
     rollback: StepAction | None = None
+    verify: StepAction | None = None      # a read-only check run after the step (and after its rollback)
     timeout: int | None = Field(None, ge=1, le=3600)
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
@@ -164,7 +165,8 @@ class Runbook(Frozen):
 # --- plans ----------------------------------------------------------------------------------
 
 StepStatus = Literal[
-    "proposed", "approved", "queued", "running", "succeeded", "failed", "rejected", "refused", "interrupted"]
+    "proposed", "approved", "queued", "running", "succeeded", "failed", "rejected", "refused", "interrupted",
+    "expired"]
 
 
 class PlanStep(Frozen):
@@ -176,6 +178,7 @@ class PlanStep(Frozen):
     risk: Risk
     params: dict[str, Any] = Field(default_factory=dict)
     rollback: StepAction | None = None
+    verify: StepAction | None = None
     status: StepStatus = "proposed"
     requires_approval: bool = True
     refusal: str | None = None

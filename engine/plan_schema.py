@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError
 
 from engine.config import Target, WarroomConfig
+from engine.connector_params import params_refusal
 from engine.models import ConnectorName, Frozen, Plan, PlanStep, Risk, StepAction, first_error
 from engine.policy import blocked_pattern, minimum_risk, needs_approval, riskier
 
@@ -91,6 +92,7 @@ def _validate_step(index: int, step: ProposedStep, environment: str | None, conf
     risk = riskier(step.risk.value, minimum_risk(step.connector, step.params))  # a model cannot talk risk down
     rollback = _rollback(step)
     refusal = (_target_refusal(step.connector, step.target, step.params, config)
+               or params_refusal(step.connector, step.params, "")
                or _blocked(step.params, config, "")
                or _rollback_refusal(rollback, config)
                or _production_refusal(step, risk, rollback, environment, config))
@@ -140,7 +142,8 @@ def _blocked(params: dict[str, Any], config: WarroomConfig, where: str) -> str |
 def _rollback_refusal(rollback: StepAction | None, config: WarroomConfig) -> str | None:
     if rollback is None:
         return None
-    refusal = _target_refusal(rollback.connector, rollback.target, rollback.with_, config)
+    refusal = (_target_refusal(rollback.connector, rollback.target, rollback.with_, config)
+               or params_refusal(rollback.connector, rollback.with_, ""))
     return f"rollback: {refusal}" if refusal else _blocked(rollback.with_, config, "rollback: ")
 
 

@@ -8,9 +8,10 @@ from typing import Any
 
 from engine.config import WarroomConfig
 from engine.context import Context
-from engine.models import Plan, PlanStep, Risk, RunbookStep
+from engine.connector_params import params_refusal
+from engine.models import Plan, PlanStep, Risk, RunbookStep, StepAction
 from engine.plan_schema import ProposedPlan, ProposedPlanError, validate_proposed_plan
-from engine.policy import blocked_pattern, needs_approval
+from engine.policy import blocked_pattern, minimum_risk, needs_approval
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +67,27 @@ def validate_step(step: RunbookStep, config: WarroomConfig) -> PlanStep:
     rollback_refusal = None
     if step.rollback and step.rollback.target and step.rollback.target not in config.targets:
         rollback_refusal = f"rollback names unknown target {step.rollback.target!r}"
-    refusal = refusal or rollback_refusal
+    refusal = (refusal or params_refusal(step.connector, step.with_, "") or rollback_refusal
+               or (params_refusal(step.rollback.connector, step.rollback.with_, "rollback: ") if step.rollback else None)
+               or _verify_refusal(step.verify, config))
     return PlanStep(key=step.id, title=step.title, connector=step.connector, target=step.target, risk=step.risk,
-                    params=step.with_, rollback=step.rollback,
+                    params=step.with_, rollback=step.rollback, verify=step.verify,
                     status="refused" if refusal else "proposed",
                     requires_approval=needs_approval(step.risk.value, config.policy), refusal=refusal)
+
+
+def _verify_refusal(verify: StepAction | None, config: WarroomConfig) -> str | None:
+    """A verification runs without a click of its own, so it must only read."""
+    if verify is None:
+        return None
+    if verify.target and verify.target not in config.targets:
+        return f"verify names unknown target {verify.target!r}"
+    invalid = params_refusal(verify.connector, verify.with_, "verify: ")
+    if invalid:
+        return invalid
+    if minimum_risk(verify.connector, verify.with_) != "read_only":
+        return "verify must be a read-only check (it runs without its own approval)"
+    return None
 
 
 def risk_label(risk: Risk | str) -> str:

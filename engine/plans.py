@@ -24,9 +24,14 @@ def card_steps(rows: list[dict[str, Any]]) -> list[CardStep]:
     out = []
     for i, row in enumerate(rows, start=1):
         actions = ["approve", "reject"] if row["status"] == ACTIONABLE and row["requires_approval"] else []
+        if row["status"] == "interrupted":
+            actions = ["retry"]   # a human who checked its effect may run it again
         note = row.get("refusal")
         if row["status"] in ("succeeded", "failed", "interrupted") and row.get("result"):
             note = (row["result"] or {}).get("summary") or note
+        approved_by = [a for a in (row.get("approved_by") or []) if a]
+        if row["status"] == ACTIONABLE and approved_by:
+            note = f"approved by {', '.join(approved_by)}; waiting for another approver (two-person rule)"
         if note is None and row.get("why"):
             note = f"why: {row['why']}"   # a model-proposed step says what evidence it acts on
         out.append(CardStep(step_id=row["id"], index=i, title=row["title"], connector=row["connector"],
@@ -37,6 +42,8 @@ def card_steps(rows: list[dict[str, Any]]) -> list[CardStep]:
 
 def _decider(row: dict[str, Any]) -> str | None:
     who = row.get("decided_by")
+    if row["status"] == ACTIONABLE:
+        return None  # a partial approval is shown in the step's note, not as a decision
     if who == "warroom" and row["status"] != "rejected":
         return "policy (read-only auto-run)"
     return who
@@ -52,7 +59,8 @@ def store_annotation_plan(conn: psycopg.Connection, annotation: Annotation, *, r
         return None, annotation_card(annotation, steps=[], plan_id=None)
     plan_id = plan_store.create_plan(conn, plan=plan.model_dump(mode="json", by_alias=True), workspace=workspace,
                                      alert_id=alert_id, runbook_pk=runbook_pk, requested_by=requested_by,
-                                     platform=platform, channel=channel, thread=thread, environment=environment)
+                                     platform=platform, channel=channel, thread=thread, environment=environment,
+                                     service=_plan_service(conn, annotation, runbook_pk))
     plan_store.set_message_key(conn, plan_id, plan_message_key(plan_id))
     card = annotation_card(annotation, steps=card_steps(plan_store.plan_steps(conn, plan_id)), plan_id=plan_id)
     conn.execute("UPDATE plans SET card = %s::jsonb WHERE id = %s", (card.model_dump_json(), plan_id))
@@ -60,6 +68,17 @@ def store_annotation_plan(conn: psycopg.Connection, annotation: Annotation, *, r
                  detail={"runbook": plan.runbook_id, "steps": [s.key for s in plan.steps], "alert_id": alert_id},
                  workspace=workspace)
     return plan_id, card
+
+
+def _plan_service(conn: psycopg.Connection, annotation: Annotation, runbook_pk: int | None) -> str | None:
+    """The service a plan acts on, for approver rules and rate limits: the alert's, the question's, or the
+    runbook's when it names exactly one."""
+    service = (annotation.alert.service if annotation.alert else None) or annotation.service
+    if service is None and runbook_pk is not None:
+        row = conn.execute("SELECT services FROM runbooks WHERE id = %s", (runbook_pk,)).fetchone()
+        if row and len(row["services"] or []) == 1:
+            service = row["services"][0]
+    return service
 
 
 def redraw(conn: psycopg.Connection, plan_id: int) -> Card | None:
@@ -79,16 +98,60 @@ def redraw(conn: psycopg.Connection, plan_id: int) -> Card | None:
 
 
 def approve_and_queue(conn: psycopg.Connection, step_id: int, *, actor: str, platform: str, reason: str,
-                      workspace: str = "default") -> dict[str, Any] | None:
+                      workspace: str = "default", identity: str | None = None) -> dict[str, Any] | None:
     """proposed -> queued in one guarded UPDATE, with the approval and audit rows; None if not proposed."""
     row = plan_store.transition(conn, step_id, from_=[ACTIONABLE], to="queued",
                                 queued_at=datetime.now(timezone.utc), job_id=f"step-{step_id}")
     if row is None:
         return None
-    plan_store.record_approval(conn, step_id=step_id, actor=actor, platform=platform, approve=True)
+    plan_store.record_approval(conn, step_id=step_id, actor=actor, platform=platform, approve=True,
+                               identity=identity, reason=reason)
     audit.append(conn, actor=actor, action="step.approved", subject=f"step:{step_id}",
-                 detail={"key": row["key"], "risk": row["risk"], "reason": reason, "platform": platform},
-                 workspace=workspace)
+                 detail={"key": row["key"], "risk": row["risk"], "reason": reason, "platform": platform,
+                         "identity": identity}, workspace=workspace)
+    audit.append(conn, actor="warroom", action="step.dispatched", subject=f"step:{step_id}",
+                 detail={"job_id": row["job_id"]}, workspace=workspace)
+    return row
+
+
+def record_partial_approval(conn: psycopg.Connection, step: dict[str, Any], *, actor: str, platform: str,
+                            identity: str, reason: str, workspace: str = "default") -> None:
+    """One of several approvals the two-person rule asks for: recorded and audited; the step stays proposed."""
+    plan_store.record_approval(conn, step_id=step["id"], actor=actor, platform=platform, approve=True,
+                               identity=identity, reason=reason)
+    audit.append(conn, actor=actor, action="step.approval_recorded", subject=f"step:{step['id']}",
+                 detail={"key": step["key"], "risk": step["risk"], "reason": reason, "platform": platform,
+                         "identity": identity}, workspace=workspace)
+
+
+def expire(conn: psycopg.Connection, plan_id: int, *, reason: str, actor: str,
+           workspace: str = "default") -> list[dict[str, Any]]:
+    """Every still-proposed step of a stale plan -> expired, so the redrawn card offers no buttons at all."""
+    expired = []
+    for step in plan_store.plan_steps(conn, plan_id):
+        row = plan_store.transition(conn, step["id"], from_=[ACTIONABLE], to="expired", refusal="approval expired")
+        if row is not None:
+            audit.append(conn, actor=actor, action="step.expired", subject=f"step:{row['id']}",
+                         detail={"key": row["key"], "reason": reason}, workspace=workspace)
+            expired.append(row)
+    return expired
+
+
+def retry_interrupted(conn: psycopg.Connection, step_id: int, actor: str, *, platform: str, reason: str,
+                      workspace: str = "default", identity: str | None = None) -> dict[str, Any] | None:
+    """interrupted -> queued in one guarded UPDATE, with the approval and audit rows; None if not interrupted.
+    An interrupted step may have half-happened, so it runs again only when a human says so, once per click
+    however many clicks race: the caller dispatches only when a row comes back."""
+    row = plan_store.transition(conn, step_id, from_=["interrupted"], to="queued",
+                                queued_at=datetime.now(timezone.utc), job_id=f"step-{step_id}",
+                                started_at=None, finished_at=None, heartbeat_at=None, worker=None)
+    if row is None:
+        return None
+    plan_store.record_approval(conn, step_id=step_id, actor=actor, platform=platform, approve=True,
+                               identity=identity, reason=reason)
+    audit.append(conn, actor=actor, action="step.retry_approved", subject=f"step:{step_id}",
+                 detail={"key": row["key"], "risk": row["risk"], "reason": reason, "platform": platform,
+                         "identity": identity, "attempts_so_far": row["attempts"]}, workspace=workspace)
     audit.append(conn, actor="warroom", action="step.dispatched", subject=f"step:{step_id}",
                  detail={"job_id": row["job_id"]}, workspace=workspace)
     return row

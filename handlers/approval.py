@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from engine.cards import notice
 from engine.models import StepDecision
-from engine.plans import approve_and_queue, redraw, reject
-from engine.policy import decide_approval, is_approver
+from engine import approvals
+from engine.approvals import Facts
+from engine.plans import approve_and_queue, expire, record_partial_approval, redraw, reject, retry_interrupted
 from handlers.services import Services
 from storage import audit, outbox
+from storage import freezes as freeze_store
 from storage import plans as plan_store
 
 
@@ -22,7 +25,9 @@ class Reply:
 
 
 def decide(services: Services, decision: StepDecision) -> Reply:
+    """Policy decides, the audit log records the verdict and its rule, and the clicker hears why."""
     queued = False
+    policy = services.config.policy
     with services.pool.connection() as conn, conn.transaction():
         step = plan_store.get_step(conn, decision.step_id, lock=True)
         if step is None:
@@ -32,33 +37,64 @@ def decide(services: Services, decision: StepDecision) -> Reply:
         if (decision.channel and plan["channel"] and plan["platform"] == decision.actor.platform
                 and decision.channel != plan["channel"]):
             return Reply(f"Step {step['key']} belongs to a plan in another channel.", False)
-        if not is_approver(decision.actor, services.config.policy):
-            audit.append(conn, actor=who, action="step.approval_refused", subject=f"step:{step['id']}",
-                         detail={"key": step["key"], "reason": "not an approver",
-                                 "decision": "approve" if decision.approve else "reject"},
-                         workspace=services.workspace)
-            return Reply(f"Not run: {decision.actor.name or decision.actor.id} is not an approver "
-                         "(policy.approvers in warroom.yml); ask one of them to click.", False)
         if not decision.approve:
-            if step["status"] != "proposed" or reject(conn, step["id"], actor=who, platform=decision.actor.platform,
-                                                     workspace=services.workspace) is None:
-                return Reply(f"Step {step['key']} is already {step['status']}; nothing to reject.", False)
-            redraw(conn, plan["id"])
-            return Reply(f"Rejected step {step['key']}: it will not run.", True)
-        verdict = decide_approval(step=step, actor=decision.actor, requested_by=plan["requested_by"],
-                                  environment=plan["environment"], policy=services.config.policy)
+            return _reject(services, conn, step, plan, decision, who)
+        retry = step["status"] == "interrupted"
+        facts = Facts(step={**step, "status": "proposed"} if retry else step, plan=plan, actor=decision.actor,
+                      now=datetime.now(timezone.utc),
+                      earlier_approvers=[] if retry else plan_store.approving_identities(conn, step["id"]),
+                      freezes=freeze_store.active(conn, workspace=services.workspace),
+                      recent_changes=plan_store.recent_state_changes(conn, service=plan["service"],
+                                                                     workspace=services.workspace))
+        verdict = approvals.decide(facts, policy)
+        me = approvals.identity(decision.actor)
         if not verdict.allowed:
             audit.append(conn, actor=who, action="step.approval_refused", subject=f"step:{step['id']}",
-                         detail={"key": step["key"], "reason": verdict.reason}, workspace=services.workspace)
+                         detail={"key": step["key"], "rule": verdict.rule, "reason": verdict.reason,
+                                 "identity": me}, workspace=services.workspace)
+            if verdict.rule == "expiry" and expire(conn, plan["id"], reason=verdict.reason, actor=who,
+                                                   workspace=services.workspace):
+                redraw(conn, plan["id"])
             return Reply(f"Not run: {verdict.reason}.", False)
-        if approve_and_queue(conn, step["id"], actor=who, platform=decision.actor.platform, reason=verdict.reason,
-                             workspace=services.workspace) is None:
-            return Reply(f"Step {step['key']} is already being handled.", False)
-        redraw(conn, plan["id"])
-        queued = True
+        if retry:
+            # A retry is one approver's call under every other rule: the step may have half-happened, and the
+            # person retrying says they checked. It runs once however many clicks race.
+            if retry_interrupted(conn, step["id"], who, platform=decision.actor.platform, reason=verdict.reason,
+                                 workspace=services.workspace, identity=me) is None:
+                return Reply(f"Step {step['key']} is already being handled.", False)
+            redraw(conn, plan["id"])
+            queued = True
+        elif verdict.more_needed:
+            record_partial_approval(conn, step, actor=who, platform=decision.actor.platform, identity=me,
+                                    reason=verdict.reason, workspace=services.workspace)
+            redraw(conn, plan["id"])
+            return Reply(f"Step {step['key']} not run yet: {verdict.reason}.", True)
+        else:
+            if approve_and_queue(conn, step["id"], actor=who, platform=decision.actor.platform,
+                                 reason=verdict.reason, workspace=services.workspace, identity=me) is None:
+                return Reply(f"Step {step['key']} is already being handled.", False)
+            redraw(conn, plan["id"])
+            queued = True
     if queued:
         services.dispatch(step["id"])
-    return Reply(f"Approved step {step['key']} ({step['title']}); running it now.", True)
+    verb = "Retrying" if retry else "Approved"
+    return Reply(f"{verb} step {step['key']} ({step['title']}); running it now.", True)
+
+
+def _reject(services: Services, conn, step: dict, plan: dict, decision: StepDecision, who: str) -> Reply:
+    """Any approver of the step's service and environment may stop it; nobody else."""
+    if not approvals.is_approver(decision.actor, services.config.policy, plan["service"], plan["environment"]):
+        names, source = approvals.approvers_for(services.config.policy, plan["service"], plan["environment"])
+        audit.append(conn, actor=who, action="step.approval_refused", subject=f"step:{step['id']}",
+                     detail={"key": step["key"], "rule": "approvers", "reason": "not an approver",
+                             "decision": "reject"}, workspace=services.workspace)
+        return Reply(f"Not run: {decision.actor.name or decision.actor.id} is not an approver ({source}: "
+                     f"{', '.join(names)}); ask one of them to click.", False)
+    if step["status"] != "proposed" or reject(conn, step["id"], actor=who, platform=decision.actor.platform,
+                                             workspace=services.workspace) is None:
+        return Reply(f"Step {step['key']} is already {step['status']}; nothing to reject.", False)
+    redraw(conn, plan["id"])
+    return Reply(f"Rejected step {step['key']}: it will not run.", True)
 
 
 def click(services: Services, decision: StepDecision, *, platform: str, channel: str,

@@ -12,6 +12,7 @@ from engine.models import Alert, ChatMessage, Classification, Intent
 from engine.plans import store_annotation_plan
 from handlers.annotate import annotate
 from handlers.dispatch import auto_run
+from handlers.freeze import handle_freeze, is_freeze_command
 from handlers.incident import handle_lifecycle
 from handlers.services import Services
 from storage import alerts as alert_store
@@ -26,6 +27,8 @@ HELP = """Ask in plain words, or use a sub-command:
   run <action>               find a runbook step that does it and propose it for approval
   status                     the open incident here: state, age, timeline
   ack | resolve [why] | escalate [why]   move the open incident along
+  freeze [service] [why]     emergency stop: no state change is approved or started until unfreeze
+  unfreeze [service]         lift a freeze (approvers only)
   help                       this text
 Steps that change state carry Approve / Reject; read-only steps may run on their own (policy)."""
 
@@ -39,6 +42,10 @@ def handle_message(services: Services, message: ChatMessage) -> Classification:
     text = _strip_subcommand_noise(message.text)
     if not text:
         text = "help"
+    if is_freeze_command(text):  # the emergency stop is a control command, not something to classify
+        card, public = handle_freeze(services, message, text)
+        reply(services, message, card, private=not public)
+        return Classification(intent=Intent.run_action, confidence=1.0, layer="subcommand", text=text)
     classification = services.classifier.classify(text)
     intent = classification.intent
     thread_key = _thread_key(services, message)

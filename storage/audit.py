@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterator
 
 import psycopg
+from psycopg.rows import dict_row
 
 GENESIS = "0" * 64
 _CHAIN_LOCK = 7_305_002  # serialises appends so the chain never forks
@@ -69,13 +70,17 @@ def verify(conn: psycopg.Connection) -> VerifyResult:
     return VerifyResult(True, count)
 
 
-def entries(conn: psycopg.Connection, *, since: datetime | None = None) -> list[dict[str, Any]]:
-    sql = "SELECT id, at, workspace, actor, action, subject, detail, hash FROM audit_log"
+def entries(conn: psycopg.Connection, *, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+    """Entries in chain order, streamed through a server-side cursor (an export may be millions of rows)."""
+    sql = "SELECT id, at, workspace, actor, action, subject, detail, prev_hash, hash FROM audit_log"
     params: tuple = ()
     if since is not None:
         sql += " WHERE at >= %s"
         params = (since,)
-    return [dict(r) for r in _dict_cursor(conn).execute(sql + " ORDER BY id", params)]
+    with conn.transaction():
+        with conn.cursor(name="audit_export", row_factory=dict_row) as cur:
+            cur.execute(sql + " ORDER BY id", params)
+            yield from cur
 
 
 def _rows(conn: psycopg.Connection) -> Iterator[dict[str, Any]]:
@@ -86,7 +91,6 @@ def _rows(conn: psycopg.Connection) -> Iterator[dict[str, Any]]:
 
 
 def _dict_cursor(conn: psycopg.Connection) -> psycopg.Cursor:
-    from psycopg.rows import dict_row
     return conn.cursor(row_factory=dict_row)
 
 

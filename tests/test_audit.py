@@ -1,3 +1,5 @@
+import json
+
 import psycopg
 import pytest
 
@@ -73,3 +75,20 @@ def test_cli_verify_against_an_external_database(db_url):
     broken = warroom("audit", "verify", env={"DATABASE_URL": db_url})
     assert broken.returncode == 1
     assert f"broken at row {last}" in broken.stdout
+
+
+def test_cli_export_writes_json_lines_a_siem_can_reverify(db_url):
+    _append_three(db_url)
+    _tamper(db_url, "UPDATE audit_log SET at = at - interval '3 days' WHERE id = (SELECT min(id) FROM audit_log)")
+    everything = warroom("audit", "export", env={"DATABASE_URL": db_url})
+    assert everything.returncode == 0, everything.stderr
+    lines = [json.loads(line) for line in everything.stdout.splitlines()]
+    assert [e["subject"] for e in lines] == ["step:0", "step:1", "step:2"]
+    assert {"id", "at", "workspace", "actor", "action", "subject", "detail", "prev_hash", "hash"} <= set(lines[0])
+    assert lines[1]["prev_hash"] == lines[0]["hash"] and lines[2]["detail"] == {"n": 2}   # the chain travels along
+    recent = warroom("audit", "export", "--since", "24h", env={"DATABASE_URL": db_url})
+    assert [json.loads(line)["subject"] for line in recent.stdout.splitlines()] == ["step:1", "step:2"]
+    since_time = warroom("audit", "export", "--since", lines[1]["at"], env={"DATABASE_URL": db_url})
+    assert [json.loads(line)["subject"] for line in since_time.stdout.splitlines()] == ["step:1", "step:2"]
+    bad = warroom("audit", "export", "--since", "last tuesday", env={"DATABASE_URL": db_url})
+    assert bad.returncode == 2 and "not a time or an age: 'last tuesday'" in bad.stderr

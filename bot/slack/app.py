@@ -38,7 +38,7 @@ CLICK_TTL_S = 30        # a double click arrives within seconds
 EMAIL_TTL_S = 600
 THREAD_CONTEXT_LIMIT = 20
 _MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
-_STEP_ACTION = re.compile(rf"^({APPROVE}|{REJECT})_\d+$")
+_STEP_ACTION = re.compile(rf"^({APPROVE}|{REJECT})_\d+(_retry)?$")
 _FEEDBACK_ACTION = re.compile(rf"^({FEEDBACK_UP}|{FEEDBACK_DOWN})_\d+$")
 
 

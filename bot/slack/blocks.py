@@ -27,7 +27,8 @@ FEEDBACK_DOWN = "warroom_feedback_down"
 _STYLE_PREFIX = {"warning": ":warning: ", "error": ":x: ", "success": ":white_check_mark: ", "normal": ""}
 _STATUS_ICON = {"proposed": ":hourglass:", "queued": ":arrow_forward:", "running": ":gear:",
                 "succeeded": ":white_check_mark:", "failed": ":x:", "rejected": ":no_entry_sign:",
-                "refused": ":no_entry:", "interrupted": ":warning:", "approved": ":ballot_box_with_check:"}
+                "refused": ":no_entry:", "interrupted": ":warning:", "approved": ":ballot_box_with_check:",
+                "expired": ":hourglass_flowing_sand:"}
 
 
 def truncate(text: str, limit: int, more_url: str | None = None) -> str:
@@ -141,6 +142,9 @@ def _steps_blocks(block: StepsBlock, more_url: str | None) -> list[dict]:
                                        _confirm(step)))
             if "reject" in step.actions:
                 buttons.append(_button("Reject", f"{REJECT}_{step.step_id}", str(step.step_id), "danger"))
+            if "retry" in step.actions:  # an Approve of an interrupted step; its own action id for click de-dup
+                buttons.append(_button("Retry", f"{APPROVE}_{step.step_id}_retry", str(step.step_id), "primary",
+                                       _confirm(step)))
             out.append({"type": "actions", "block_id": f"step_{step.step_id}", "elements": buttons})
     return out
 

@@ -22,7 +22,7 @@ from botbuilder.schema import Activity, ActivityTypes
 
 from bot.chat_work import first_time, run_handler
 from bot.settings import Settings
-from bot.teams.cards import APPROVE, FEEDBACK, REJECT
+from bot.teams.cards import APPROVE, FEEDBACK, REJECT, RETRY
 from bot.teams.references import References, base_conversation, thread_of
 from engine.cards import notice
 from engine.models import Actor, ChatMessage, StepDecision
@@ -144,7 +144,7 @@ class TeamsAdapter:
         actor = await self._actor(context)
         conversation = activity.conversation
         channel = base_conversation(conversation.id)
-        if verb in (APPROVE, REJECT):
+        if verb in (APPROVE, REJECT, RETRY):
             try:
                 step_id = int(data["step_id"])
             except (KeyError, TypeError, ValueError):
@@ -152,7 +152,7 @@ class TeamsAdapter:
             key = f"warroom:teams:invoke:{verb}:{step_id}:{activity.reply_to_id}:{actor.id}"
             if not await self._first_time(key, INVOKE_TTL_S):
                 return await _answer(context, 200, MESSAGE_TYPE, "Already being handled.")
-            decision = StepDecision(step_id=step_id, approve=verb == APPROVE, actor=actor, channel=channel,
+            decision = StepDecision(step_id=step_id, approve=verb in (APPROVE, RETRY), actor=actor, channel=channel,
                                     message_id=activity.reply_to_id)
             asker = ChatMessage(platform=PLATFORM, channel=channel, text="", user=actor,
                                 thread=thread_of(conversation.id))

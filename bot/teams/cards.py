@@ -22,12 +22,14 @@ MAX_TITLE = 200
 MAX_SUMMARY = 300
 
 APPROVE = "approve"
+RETRY = "retry"
 REJECT = "reject"
 FEEDBACK = "feedback"
 
 _COLOR = {"warning": "warning", "error": "attention", "success": "good"}
 _STATUS_MARK = {"proposed": "⏳", "queued": "▶️", "running": "⚙️", "succeeded": "✅", "failed": "❌",
-                "rejected": "🚫", "refused": "⛔", "interrupted": "⚠️", "approved": "☑️"}
+                "rejected": "🚫", "refused": "⛔", "interrupted": "⚠️", "approved": "☑️",
+                "expired": "⌛"}
 # Successively smaller renderings: (characters per text, evidence per hypothesis, keep details).
 _BUDGETS = ((4000, 10, True), (1200, 4, True), (400, 2, True), (300, 0, False))
 
@@ -130,6 +132,8 @@ class _Renderer:
                 actions.append(_execute("Approve", APPROVE, {"step_id": step.step_id}, "positive"))
             if "reject" in step.actions:
                 actions.append(_execute("Reject", REJECT, {"step_id": step.step_id}, "destructive"))
+            if "retry" in step.actions:  # an Approve of an interrupted step; its own verb for invoke de-dup
+                actions.append(_execute("Retry", RETRY, {"step_id": step.step_id}, "positive"))
             if actions:
                 items.append({"type": "ActionSet", "actions": actions})
             out.append({"type": "Container", "id": f"step_{step.step_id}", "items": items})
