@@ -16,7 +16,7 @@ from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.shell import render_text
 from bot.webhooks import alert_hook, changes_hook, github_hook
-from connectors.recovery import Timing, sweep_forever
+from connectors.recovery import sweep_forever
 from engine.cards import Card
 from engine.config import ConfigError
 from engine.ports import ChatPort
@@ -225,8 +225,8 @@ async def _background(app: web.Application):
              asyncio.create_task(app["dispatcher"].run(stop), name="outbox"),
              # Steps whose worker died mid-step are reported interrupted; approved steps whose enqueue was lost
              # are enqueued again (connectors/recovery.py).
-             asyncio.create_task(sweep_forever(app["services"].pool, app["runtime"].redis, Timing.from_env(
-                 step_timeout_s=app["settings"].step_timeout_s), stop), name="recovery")]
+             asyncio.create_task(sweep_forever(app["services"].pool, app["runtime"].redis,
+                                               app["settings"].timing(), stop), name="recovery")]
     socket_mode = None
     slack = app["slack"]
     if slack is not None:

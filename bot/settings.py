@@ -67,6 +67,21 @@ class Settings(BaseSettings):
     embedding_model: str = Field("all-MiniLM-L6-v2", validation_alias=_alias("WARROOM_EMBEDDING_MODEL"))
     max_body_bytes: int = Field(1_048_576, validation_alias=_alias("WARROOM_MAX_BODY_BYTES"))
     step_timeout_s: int = Field(120, validation_alias=_alias("WARROOM_STEP_TIMEOUT"))
+    # A running step is stamped alive every heartbeat; silence longer than the lease means its worker died.
+    heartbeat_interval_s: float = Field(5.0, gt=0, validation_alias=_alias("WARROOM_HEARTBEAT_INTERVAL"))
+    step_lease_s: float | None = Field(None, gt=0, validation_alias=_alias("WARROOM_STEP_LEASE"))
+    requeue_grace_s: float = Field(60.0, gt=0, validation_alias=_alias("WARROOM_REQUEUE_GRACE"))
+    sweep_interval_s: float = Field(10.0, gt=0, validation_alias=_alias("WARROOM_SWEEP_INTERVAL"))
+
+    def timing(self):
+        """Heartbeat, lease and sweeper timing for workers and serve (the lease defaults to 30 s, and is never
+        shorter than three heartbeats)."""
+        from connectors.recovery import Timing
+
+        return Timing(heartbeat_s=self.heartbeat_interval_s,
+                      lease_s=self.step_lease_s or max(Timing.lease_s, 3 * self.heartbeat_interval_s),
+                      requeue_grace_s=self.requeue_grace_s, sweep_every_s=self.sweep_interval_s,
+                      step_timeout_s=self.step_timeout_s)
 
     def vault_resolver(self):
         """The worker's Vault client settings, as a resolver (nothing is contacted until a secret is needed)."""

@@ -22,7 +22,7 @@ def run_worker(settings: Settings, queues: list[str] | None = None, *, burst: bo
     with embedded.services(settings.data_path, database_url=settings.database_url,
                            redis_url=settings.redis_url) as (database_url, redis_url):
         migrate(database_url)
-        timing = Timing.from_env(step_timeout_s=settings.step_timeout_s)
+        timing = settings.timing()
         configure(WorkerContext(
             database_url=database_url, config=config,
             vault=settings.vault_resolver(),
