@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     # A running step is stamped alive every heartbeat; silence longer than the lease means its worker died.
     heartbeat_interval_s: float = Field(5.0, gt=0, validation_alias=_alias("WARROOM_HEARTBEAT_INTERVAL"))
     step_lease_s: float | None = Field(None, gt=0, validation_alias=_alias("WARROOM_STEP_LEASE"))
-    requeue_grace_s: float = Field(60.0, gt=0, validation_alias=_alias("WARROOM_REQUEUE_GRACE"))
+    requeue_grace_s: float = Field(60.0, ge=0, validation_alias=_alias("WARROOM_REQUEUE_GRACE"))
     sweep_interval_s: float = Field(10.0, gt=0, validation_alias=_alias("WARROOM_SWEEP_INTERVAL"))
 
     def timing(self):
