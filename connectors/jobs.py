@@ -117,15 +117,18 @@ def _refuse_if_frozen(conn: psycopg.Connection, step_id: int, ctx: WorkerContext
     return {**row, "refused": True}
 
 
-def _target(step: dict[str, Any], name: str | None, connector: str, ctx: WorkerContext) -> dict[str, Any] | None:
+def _target(step: dict[str, Any], name: str | None, connector: str, ctx: WorkerContext,
+            params: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The target config an action runs against: the one it names, else the only target of its connector (so
-    runbooks need not name the single Prometheus or cluster a team has); http may also run without one."""
+    runbooks need not name the single Prometheus or cluster a team has). An http action with an absolute URL
+    and no target runs without one: no target's credentials are ever sent to a host it does not name."""
     if name is None:
+        url = str((params if params is not None else step["params"] or {}).get("url") or "")
+        if connector == "http" and url.startswith(("http://", "https://")):
+            return None
         candidates = [n for n, t in ctx.config.targets.items() if t.connector == connector]
         if len(candidates) == 1:
             name = candidates[0]
-        elif connector == "http":
-            return None
         else:
             raise ConnectorError(f"step {step['key']} names no target and warroom.yml has {len(candidates)} "
                                  f"{connector} targets; name one with `target:`")
@@ -162,7 +165,8 @@ def _execute(step: dict[str, Any], ctx: WorkerContext) -> tuple[StepResult, list
 
         def run_check(action: dict[str, Any]) -> StepResult:
             check_plain, check_secrets = resolve_target(
-                _target(step, action.get("target") or step["target"], action["connector"], ctx), ctx.vault)
+                _target(step, action.get("target") or step["target"], action["connector"], ctx,
+                        action.get("with") or {}), ctx.vault)
             secrets.update({f"verify.{k}": v for k, v in check_secrets.items()})
             try:
                 return registry.get(action["connector"]).run(action.get("with") or {}, target=check_plain,
