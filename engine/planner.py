@@ -11,7 +11,7 @@ from engine.context import Context
 from engine.connector_params import params_refusal
 from engine.models import Plan, PlanStep, Risk, RunbookStep, StepAction
 from engine.plan_schema import ProposedPlan, ProposedPlanError, validate_proposed_plan
-from engine.policy import blocked_pattern, minimum_risk, needs_approval
+from engine.policy import blocked_pattern, minimum_risk, needs_approval, riskier
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +70,15 @@ def validate_step(step: RunbookStep, config: WarroomConfig) -> PlanStep:
     refusal = (refusal or params_refusal(step.connector, step.with_, "") or rollback_refusal
                or (params_refusal(step.rollback.connector, step.rollback.with_, "rollback: ") if step.rollback else None)
                or _verify_refusal(step.verify, config))
-    return PlanStep(key=step.id, title=step.title, connector=step.connector, target=step.target, risk=step.risk,
+    # A runbook author cannot talk risk down either: what the step runs sets the floor (a `read_only` step
+    # whose command restarts a service would otherwise run without a click under auto_run_read_only).
+    risk = riskier(step.risk.value, minimum_risk(step.connector, step.with_))
+    raised = None if risk == step.risk.value else (
+        f"declared {step.risk.value}, treated as {risk}: what it runs may change state")
+    return PlanStep(key=step.id, title=step.title, connector=step.connector, target=step.target, risk=Risk(risk),
                     params=step.with_, rollback=step.rollback, verify=step.verify,
                     status="refused" if refusal else "proposed",
-                    requires_approval=needs_approval(step.risk.value, config.policy), refusal=refusal)
+                    requires_approval=needs_approval(risk, config.policy), refusal=refusal, why=raised)
 
 
 def _verify_refusal(verify: StepAction | None, config: WarroomConfig) -> str | None:
