@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("replay", help="feed a recorded alert payload through the pipeline")
     s.add_argument("file", type=Path)
     s.add_argument("--source", default="auto",
-                   choices=["auto", "alertmanager", "grafana", "pagerduty", "datadog", "opsgenie"])
+                   choices=["auto", "alertmanager", "grafana", "pagerduty", "datadog", "opsgenie", "generic"])
     s.add_argument("--changes", type=Path)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_replay)

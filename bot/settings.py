@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     webhook_token: SecretStr | None = Field(None, validation_alias=_alias("WARROOM_WEBHOOK_TOKEN"))
     # GitHub cannot send a bearer token; /hooks/github checks X-Hub-Signature-256 (HMAC-SHA256) with this.
     github_webhook_secret: SecretStr | None = Field(None, validation_alias=_alias("GITHUB_WEBHOOK_SECRET"))
+    # PagerDuty v3 signs deliveries; /hooks/pagerduty checks X-PagerDuty-Signature (HMAC-SHA256) with this.
+    pagerduty_webhook_secret: SecretStr | None = Field(None, validation_alias=_alias("PAGERDUTY_WEBHOOK_SECRET"))
     workspace: str = Field("default", validation_alias=_alias("WARROOM_WORKSPACE"))
 
     slack_bot_token: SecretStr | None = Field(None, validation_alias=_alias("SLACK_BOT_TOKEN"))

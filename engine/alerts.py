@@ -1,72 +1,24 @@
 """Alert normalisation: whatever sent the alert, the rest of warroom sees one `Alert`."""
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from engine.alert_sources import NORMALISERS as _SOURCE_NORMALISERS
+from engine.alert_sources.common import (ENV_LABELS, MAX_ALERTS_PER_PAYLOAD, SERVICE_LABELS, SEVERITIES,  # noqa: F401
+                                         AlertFormatError, fingerprint_of, normalise_environment,
+                                         normalise_severity, parse_time)
+from engine.alert_sources.common import first as _first
+from engine.alert_sources.common import str_map as _str_map
+from engine.alert_sources.datadog import looks_like_datadog
+from engine.alert_sources.generic import looks_like_generic
+from engine.alert_sources.opsgenie import looks_like_opsgenie
 from engine.models import Alert, Link
 
-MAX_ALERTS_PER_PAYLOAD = 1000
-
-
-class AlertFormatError(ValueError):
-    """The payload is not JSON, not a known alert format, or misses required fields."""
-
-
-_ENV_ALIASES = {
-    "prod": "production", "production": "production", "prd": "production", "live": "production",
-    "stg": "staging", "stage": "staging", "staging": "staging", "preprod": "staging",
-    "dev": "development", "development": "development", "test": "development", "qa": "staging",
-}
-_SERVICE_LABELS = ("service", "app", "app_kubernetes_io_name", "application", "job", "container", "deployment")
-_ENV_LABELS = ("environment", "env", "stage", "tier_env")
-
-
-def normalise_environment(value: str | None) -> str | None:
-    if not value:
-        return None
-    return _ENV_ALIASES.get(value.strip().lower(), value.strip().lower())
-
-
-def parse_time(value: Any) -> datetime | None:
-    """RFC 3339 with up to nanoseconds (Alertmanager), or epoch seconds; the zero time is None."""
-    if value in (None, "", 0):
-        return None
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(float(value), tz=timezone.utc)
-    text = str(value).strip()
-    if text.startswith("0001-01-01"):
-        return None
-    text = text.replace("Z", "+00:00")
-    text = re.sub(r"(\.\d{6})\d+", r"\1", text)  # Python keeps microseconds only
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise AlertFormatError(f"bad timestamp {value!r}") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-def fingerprint_of(labels: dict[str, str]) -> str:
-    canonical = json.dumps(sorted(labels.items()), separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def _str_map(value: Any, what: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise AlertFormatError(f"{what} must be an object")
-    return {str(k): "" if v is None else str(v) for k, v in value.items()}
-
-
-def _first(labels: dict[str, str], names: tuple[str, ...]) -> str | None:
-    for name in names:
-        if labels.get(name):
-            return labels[name]
-    return None
+# The primitives moved to engine.alert_sources.common (the per-source modules need them without importing
+# this module); these names stay importable from here for the rest of warroom.
+_ENV_LABELS, _SERVICE_LABELS = ENV_LABELS, SERVICE_LABELS
 
 
 def from_alertmanager(payload: dict[str, Any]) -> list[Alert]:
@@ -102,7 +54,7 @@ def from_alertmanager(payload: dict[str, Any]) -> list[Alert]:
             fingerprint=str(item.get("fingerprint") or fingerprint_of(labels)),
             status=status,
             name=name,
-            severity=(labels.get("severity") or "unknown").lower(),
+            severity=normalise_severity(labels.get("severity")),  # raw value stays in labels["severity"]
             service=_first(labels, _SERVICE_LABELS),
             environment=normalise_environment(_first(labels, _ENV_LABELS)),
             summary=annotations.get("summary") or annotations.get("message") or name,
@@ -117,19 +69,46 @@ def from_alertmanager(payload: dict[str, Any]) -> list[Alert]:
     return out
 
 
-NORMALISERS: dict[str, Callable[[dict[str, Any]], list[Alert]]] = {
+NORMALISERS: dict[str, Callable[[Any], list[Alert]]] = {
     "alertmanager": from_alertmanager,
+    **_SOURCE_NORMALISERS,
 }
+SOURCES = tuple(NORMALISERS)
+
+
+def _looks_like_grafana(payload: dict[str, Any]) -> bool:
+    """Grafana's body is Alertmanager's shape with `version: "1"` (Alertmanager says "4") and per-alert
+    fields only Grafana sends."""
+    if payload.get("version") == "1":
+        return True
+    alerts = payload.get("alerts") or []
+    return any(isinstance(a, dict) and ({"silenceURL", "dashboardURL", "valueString"} & set(a)) for a in alerts)
 
 
 def detect_source(payload: Any) -> str:
-    """Name the format of a decoded payload, or raise AlertFormatError."""
+    """Name the format of a decoded payload, or raise AlertFormatError. Each test looks for keys only its
+    format has, most specific first, so no real sample is taken for another format."""
+    if isinstance(payload, list):
+        if looks_like_generic(payload):
+            return "generic"
+        raise AlertFormatError("payload must be a JSON object (or a list of generic alerts, each with a name)")
     if not isinstance(payload, dict):
         raise AlertFormatError("payload must be a JSON object")
-    if isinstance(payload.get("alerts"), list) and ("groupKey" in payload or payload.get("version") == "4"
-                                                   or "receiver" in payload):
-        return "alertmanager"
-    raise AlertFormatError("unknown alert format (expected an Alertmanager webhook v4 payload)")
+    if isinstance(payload.get("event"), dict) and "event_type" in payload["event"]:
+        return "pagerduty"
+    if looks_like_opsgenie(payload):
+        return "opsgenie"
+    if isinstance(payload.get("alerts"), list):
+        if _looks_like_grafana(payload):
+            return "grafana"
+        if "groupKey" in payload or payload.get("version") == "4" or "receiver" in payload:
+            return "alertmanager"
+    if looks_like_datadog(payload):
+        return "datadog"
+    if looks_like_generic(payload):
+        return "generic"
+    raise AlertFormatError("unknown alert format (expected an Alertmanager, Grafana, PagerDuty v3, Datadog, "
+                           "Opsgenie or generic payload)")
 
 
 def decode(body: bytes | str) -> Any:
@@ -143,7 +122,7 @@ def normalise(payload: Any, source: str = "auto") -> list[Alert]:
     """Decoded payload -> alerts, validating the whole payload before anything is returned."""
     if source == "auto":
         source = detect_source(payload)
-    elif not isinstance(payload, dict):
+    elif not isinstance(payload, dict) and not (source == "generic" and isinstance(payload, list)):
         raise AlertFormatError("payload must be a JSON object")
     normaliser = NORMALISERS.get(source)
     if normaliser is None:
