@@ -105,7 +105,8 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
             return outbox.pending_count(conn)
 
     metrics.outbox_pending.set(await asyncio.to_thread(pending))
-    return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    body = await asyncio.to_thread(generate_latest, metrics.registry)  # collectors may read the database
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 # Slack takes about one message a second per channel, with short bursts. Teams takes 7 a second and 60 in
@@ -164,6 +165,7 @@ def build_app(runtime: Runtime, *, ports: dict[str, ChatPort] | None = None,
     app["settings"] = settings
     app["services"] = runtime.services
     app["metrics"] = metrics
+    metrics.watch_incidents(runtime.services.pool, runtime.services.workspace)  # MTTA, MTTR, open incidents
     app["annotator"] = Annotator(runtime, metrics)
     ports = dict(ports or {})
     app["slack"] = _slack(app, runtime, ports)
@@ -173,7 +175,8 @@ def build_app(runtime: Runtime, *, ports: dict[str, ChatPort] | None = None,
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get(r"/cards/{ref:\d+}", full_card)
-    app.router.add_post("/hooks/alertmanager", alert_hook("alertmanager"))
+    for source in ("alertmanager", "grafana", "pagerduty", "datadog", "opsgenie", "generic"):
+        app.router.add_post(f"/hooks/{source}", alert_hook(source))
     app.router.add_post("/hooks/changes", changes_hook)
     app.router.add_post("/hooks/github", github_hook)
     app.cleanup_ctx.append(_background)

@@ -22,6 +22,7 @@ from connectors.queue import BACKOFF_S, RETRIES, enqueue_step
 from connectors.recovery import Heartbeat, Timing, announce as _announce, interrupt_stale, worker_name
 from connectors.redact import redact, redact_obj
 from connectors.vault import VaultResolver, resolve_target
+from engine import incident_hooks
 from engine.config import WarroomConfig, load_config
 from storage import audit
 from storage import plans as plan_store
@@ -208,6 +209,7 @@ def _finish(conn: psycopg.Connection, step: dict[str, Any], result: StepResult, 
         audit.append(conn, actor="worker", action=f"step.{status}", subject=f"step:{step['id']}",
                      detail={"key": step["key"], "summary": stored["summary"],
                              "dry_run": bool(result.data.get("dry_run"))}, workspace=ctx.workspace)
+        incident_hooks.step_finished(conn, step, result, workspace=ctx.workspace)  # a working change mitigates
         if not result.ok:
             rollback = add_rollback(conn, step, ctx.config, ctx.workspace)
         output = stored["output"].strip()

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 from engine.cards import notice
 from engine.models import StepDecision
-from engine import approvals
+from engine import approvals, incident_hooks
 from engine.approvals import Facts
 from engine.plans import approve_and_queue, expire, record_partial_approval, redraw, reject, retry_interrupted
 from handlers.services import Services
@@ -74,6 +74,7 @@ def decide(services: Services, decision: StepDecision) -> Reply:
                                  reason=verdict.reason, workspace=services.workspace, identity=me) is None:
                 return Reply(f"Step {step['key']} is already being handled.", False)
             redraw(conn, plan["id"])
+            incident_hooks.step_approved(conn, plan, step, approved_by=who, workspace=services.workspace)
             queued = True
     if queued:
         services.dispatch(step["id"])

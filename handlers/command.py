@@ -13,7 +13,7 @@ from engine.plans import store_annotation_plan
 from handlers.annotate import annotate
 from handlers.dispatch import auto_run
 from handlers.freeze import handle_freeze, is_freeze_command
-from handlers.incident import handle_lifecycle
+from handlers.incident import diagnosed, handle_lifecycle, handle_lifecycle_command, is_lifecycle_command
 from handlers.services import Services
 from storage import alerts as alert_store
 from storage import incidents as incident_store
@@ -27,6 +27,8 @@ HELP = """Ask in plain words, or use a sub-command:
   run <action>               find a runbook step that does it and propose it for approval
   status                     the open incident here: state, age, timeline
   ack | resolve [why] | escalate [why]   move the open incident along
+  investigating | mitigated | inconclusive [note]   say where the investigation is
+  learned [note]             the postmortem is done (after resolve)
   freeze [service] [why]     emergency stop: no state change is approved or started until unfreeze
   unfreeze [service]         lift a freeze (approvers only)
   help                       this text
@@ -46,6 +48,10 @@ def handle_message(services: Services, message: ChatMessage) -> Classification:
         card, public = handle_freeze(services, message, text)
         reply(services, message, card, private=not public)
         return Classification(intent=Intent.run_action, confidence=1.0, layer="subcommand", text=text)
+    if is_lifecycle_command(text):  # mitigated, learned, …: incident moves that are not intents of their own
+        card, public = handle_lifecycle_command(services, message, text, thread_key=_thread_key(services, message))
+        reply(services, message, card, private=not public)
+        return Classification(intent=Intent.incident_status, confidence=1.0, layer="subcommand", text=text)
     classification = services.classifier.classify(text)
     intent = classification.intent
     thread_key = _thread_key(services, message)
@@ -53,6 +59,7 @@ def handle_message(services: Services, message: ChatMessage) -> Classification:
         intent = Intent.diagnose  # "what is going on?" under a discussion: diagnose what the thread is about
     if intent in ANNOTATING:
         _answer_with_annotation(services, message, classification, thread_key)
+        diagnosed(services, message, thread_key)  # asked in an incident's thread: it is being investigated
     elif intent is Intent.help:
         reply(services, message, Card(kind="help", title="warroom help", blocks=[TextBlock(text=HELP)]),
               private=True)

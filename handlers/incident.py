@@ -1,13 +1,15 @@
-"""The incident lifecycle from chat: status, ack, resolve, escalate. DETECTED -> ACKNOWLEDGED ->
-INVESTIGATING -> MITIGATED -> RESOLVED -> LEARNED; every move says who and when, in the timeline and the
-audit log. Incidents are opened from critical alerts (handlers.alert)."""
+"""The incident lifecycle from chat: status, ack, resolve, escalate, and the control words investigating,
+mitigated, inconclusive, learned. DETECTED -> ACKNOWLEDGED -> INVESTIGATING -> MITIGATED -> RESOLVED -> LEARNED
+(engine.lifecycle says which moves are allowed and words each refusal); every move says who and when, in the
+timeline and the audit log. Incidents are opened from critical alerts (handlers.alert); warroom moves them on by
+itself too (engine.incident_hooks)."""
 from __future__ import annotations
 
 import json
 import logging
 from datetime import datetime, timezone
 
-from engine import summaries
+from engine import incident_hooks, lifecycle, summaries
 from engine.cards import Card, notice
 from engine.models import ChatMessage, Intent
 from engine.precedents import load_incident_document
@@ -17,24 +19,63 @@ from storage import incidents as incident_store
 
 log = logging.getLogger(__name__)
 
-ACK_FROM = ["DETECTED"]
-RESOLVE_FROM = ["DETECTED", "ACKNOWLEDGED", "INVESTIGATING", "MITIGATED"]
+# Moves that are not intents of their own (the intent list is fixed): handlers.command routes these words
+# before classification, like freeze. `ack` and `resolve` stay intents (`/warroom ack`, "we're on it").
+COMMANDS = {"investigating": lifecycle.INVESTIGATING, "mitigated": lifecycle.MITIGATED,
+            "inconclusive": lifecycle.INCONCLUSIVE, "learned": lifecycle.LEARNED}
+INTENT_MOVES = {Intent.acknowledge: lifecycle.ACKNOWLEDGED, Intent.resolve: lifecycle.RESOLVED}
+DONE = {lifecycle.ACKNOWLEDGED: "Acknowledged", lifecycle.RESOLVED: "Resolved",
+        lifecycle.INVESTIGATING: "Investigating", lifecycle.MITIGATED: "Mitigated",
+        lifecycle.INCONCLUSIVE: "Marked inconclusive", lifecycle.LEARNED: "Marked learned"}
+REINDEX = (lifecycle.RESOLVED, lifecycle.LEARNED)  # states whose incident is (re)indexed as a precedent
 
 
 def who(message: ChatMessage) -> str:
     return message.user.email or message.user.id
 
 
+def is_lifecycle_command(text: str) -> bool:
+    return bool(text.split()) and text.split()[0].lower() in COMMANDS
+
+
+def handle_lifecycle_command(services: Services, message: ChatMessage, text: str, *,
+                             thread_key: str | None) -> tuple[Card, bool]:
+    """`investigating|mitigated|inconclusive|learned [note]`; returns (card, public) like handle_lifecycle."""
+    command, _, note = text.strip().partition(" ")
+    return _with_indexing(services, lambda done: _move(services, message, COMMANDS[command.lower()],
+                                                       thread_key=thread_key, note=note.strip(), done=done))
+
+
 def handle_lifecycle(services: Services, message: ChatMessage, intent: Intent, *, thread_key: str | None,
                      reason: str = "") -> tuple[Card, bool]:
     """Apply a lifecycle command; returns (card, public): errors go only to the person who asked.
-    A resolved incident is indexed as a precedent once the transition is committed."""
-    resolved: list[int] = []
-    card, public = _apply(services, message, intent, thread_key=thread_key, reason=reason, resolved=resolved)
-    for incident_id in resolved:
+    A resolved (or learned) incident is indexed as a precedent once the transition is committed."""
+    if intent in INTENT_MOVES:
+        return _with_indexing(services, lambda done: _move(services, message, INTENT_MOVES[intent],
+                                                           thread_key=thread_key, note=reason, done=done))
+    with services.pool.connection() as conn, conn.transaction():
+        incident = incident_store.find_open(conn, channel=message.channel, thread=thread_key,
+                                            workspace=services.workspace)
+        if intent is Intent.incident_status and incident is None and thread_key:
+            # In its own thread a closed incident still has a status (and a timeline) worth showing.
+            incident = incident_store.in_thread(conn, channel=message.channel, thread=thread_key,
+                                                workspace=services.workspace, states=lifecycle.CLOSED)
+        if incident is None:
+            return _nothing_open(), False
+        if intent is Intent.incident_status:
+            return status_card(conn, incident, workspace=services.workspace), True
+        if intent is Intent.escalate:
+            return _escalate(conn, services, message, incident, reason), True
+    raise ValueError(f"not a lifecycle intent: {intent}")
+
+
+def _with_indexing(services: Services, move) -> tuple[Card, bool]:
+    done: list[int] = []
+    card, public = move(done)
+    for incident_id in done:
         try:
             index_incident(services, incident_id)
-        except Exception:  # the incident is resolved either way; indexing is retried on the next resolve/learn
+        except Exception:  # the incident moved either way; indexing is retried on the next resolve/learn
             log.exception("indexing incident %s as a precedent failed", incident_id)
     return card, public
 
@@ -48,45 +89,70 @@ def index_incident(services: Services, incident_id: int) -> None:
         store_parsed(services.pool, services.embedder, doc, workspace=services.workspace)
 
 
-def _apply(services: Services, message: ChatMessage, intent: Intent, *, thread_key: str | None, reason: str,
-           resolved: list[int]) -> tuple[Card, bool]:
+def _find(conn, services: Services, message: ChatMessage, thread_key: str | None, to: str) -> dict | None:
+    """The incident a move to `to` is about: one that can make it, else an open one (to explain why not), else
+    a closed one in this very thread (a channel's old incidents are not what a bare `resolve` means)."""
+    for states in (lifecycle.sources(to), lifecycle.OPEN):
+        found = incident_store.find_open(conn, channel=message.channel, thread=thread_key,
+                                         workspace=services.workspace, states=states)
+        if found is not None:
+            return found
+    if thread_key:
+        return incident_store.in_thread(conn, channel=message.channel, thread=thread_key,
+                                        workspace=services.workspace, states=lifecycle.CLOSED)
+    return None
+
+
+def _move(services: Services, message: ChatMessage, to: str, *, thread_key: str | None, note: str,
+          done: list[int]) -> tuple[Card, bool]:
+    actor = who(message)
     with services.pool.connection() as conn, conn.transaction():
-        incident = incident_store.find_open(conn, channel=message.channel, thread=thread_key,
-                                            workspace=services.workspace)
+        incident = _find(conn, services, message, thread_key, to)
         if incident is None:
-            return notice("No open incident here",
-                          "There is no open incident in this channel. Incidents open from critical alerts; "
-                          "use `/warroom diagnose <symptom>` to investigate without one.", style="muted"), False
+            return _nothing_open(), False
+        refused = lifecycle.refusal(incident["id"], incident["state"], to)
+        moved = None if refused else incident_store.advance(
+            conn, incident["id"], from_=lifecycle.sources(to), to=to, actor=actor, note=note or None,
+            workspace=services.workspace, **({"reason": note} if to == lifecycle.RESOLVED else {}))
+        if moved is None:  # refused, or someone else moved it between our read and our update
+            current = incident_store.get(conn, incident["id"])["state"]
+            why = refused or lifecycle.refusal(incident["id"], current, to) or f"incident #{incident['id']} moved"
+            title = f"Already {to.lower()}" if current == to else f"Not {DONE[to].lower()}"
+            return notice(title, f"{why[0].upper()}{why[1:]}. ({incident['title']})", style="muted"), False
         label = f"incident #{incident['id']} ({incident['title']})"
-        if intent is Intent.incident_status:
-            return status_card(conn, incident, workspace=services.workspace), True
-        actor = who(message)
-        if intent is Intent.acknowledge:
-            moved = incident_store.transition(conn, incident["id"], from_=ACK_FROM, to="ACKNOWLEDGED", actor=actor)
-            if moved is None:
-                return notice("Already acknowledged", f"{label} is {incident['state']}.", style="muted"), False
-            _audit(conn, services, actor, "incident.acknowledged", incident["id"], moved["transition_id"])
-            return notice(f"Acknowledged by {message.user.name or actor}", label, style="success"), True
-        if intent is Intent.resolve:
-            moved = incident_store.transition(conn, incident["id"], from_=RESOLVE_FROM, to="RESOLVED", actor=actor,
-                                              note=reason or None)
-            if moved is None:
-                return notice("Not resolved", f"{label} is {incident['state']}.", style="muted"), False
-            _audit(conn, services, actor, "incident.resolved", incident["id"], moved["transition_id"],
-                   reason=reason)
-            _post_postmortem(conn, services, message, moved, root_cause=reason or None, resolved_by=actor)
-            resolved.append(incident["id"])
-            return notice(f"Resolved by {message.user.name or actor}",
-                          f"{label}. A postmortem draft is in the incident thread.", style="success"), True
-        if intent is Intent.escalate:
-            text = f"escalated: {reason}" if reason else "escalated"
-            entry = incident_store.note(conn, incident["id"], actor=actor, note=text)
-            _audit(conn, services, actor, "incident.escalated", incident["id"], entry, reason=reason)
-            return notice(f"Escalated by {message.user.name or actor}",
-                          f"{label} needs more hands{': ' + reason if reason else ''}. "
-                          "No paging target is configured, so nobody was paged automatically.",
-                          style="warning"), True
-    raise ValueError(f"not a lifecycle intent: {intent}")
+        body = label + (f": {note}" if note else "")
+        if to == lifecycle.RESOLVED:
+            _post_postmortem(conn, services, message, moved, root_cause=note or None, resolved_by=actor)
+            body = f"{label}. A postmortem draft is in the incident thread."
+        if to in REINDEX:
+            done.append(incident["id"])
+        return notice(f"{DONE[to]} by {message.user.name or actor}", body,
+                      style="muted" if to == lifecycle.INCONCLUSIVE else "success"), True
+
+
+def _escalate(conn, services: Services, message: ChatMessage, incident: dict, reason: str) -> Card:
+    actor = who(message)
+    label = f"incident #{incident['id']} ({incident['title']})"
+    text = f"escalated: {reason}" if reason else "escalated"
+    entry = incident_store.note(conn, incident["id"], actor=actor, note=text)
+    _audit(conn, services, actor, "incident.escalated", incident["id"], entry, reason=reason)
+    return notice(f"Escalated by {message.user.name or actor}",
+                  f"{label} needs more hands{': ' + reason if reason else ''}. "
+                  "No paging target is configured, so nobody was paged automatically.", style="warning")
+
+
+def _nothing_open() -> Card:
+    return notice("No open incident here",
+                  "There is no open incident in this channel. Incidents open from critical alerts; "
+                  "use `/warroom diagnose <symptom>` to investigate without one.", style="muted")
+
+
+def diagnosed(services: Services, message: ChatMessage, thread_key: str | None) -> None:
+    """A diagnosis asked in an incident's thread moves it to INVESTIGATING (engine.incident_hooks)."""
+    if thread_key:
+        with services.pool.connection() as conn, conn.transaction():
+            incident_hooks.diagnosed(conn, channel=message.channel, thread_key=thread_key, asked_by=who(message),
+                                     workspace=services.workspace)
 
 
 def status_card(conn, incident: dict, *, workspace: str = "default") -> Card:

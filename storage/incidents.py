@@ -8,16 +8,27 @@ import psycopg
 
 from storage import audit
 
-OPEN_STATES = ("DETECTED", "ACKNOWLEDGED", "INVESTIGATING", "MITIGATED")
+# engine.lifecycle.OPEN (storage imports nothing above it; a test keeps the two equal) and the predicate of
+# the incidents_one_open_per_thread index (migration 0010).
+OPEN_STATES = ("DETECTED", "ACKNOWLEDGED", "INVESTIGATING", "MITIGATED", "INCONCLUSIVE")
+_ONE_OPEN_PER_THREAD = ("thread IS NOT NULL AND state IN "
+                        "('DETECTED', 'ACKNOWLEDGED', 'INVESTIGATING', 'MITIGATED', 'INCONCLUSIVE')")
 
 
 def open_incident(conn: psycopg.Connection, *, title: str, service: str | None, environment: str | None,
                   severity: str, alert_id: int | None, channel: str | None, thread: str | None,
                   actor: str = "warroom", workspace: str = "default") -> int:
+    """Open an incident for a thread, or return the one already open there: one open incident per thread,
+    however many alerts of its group fire and however many replicas annotate them at once (a unique index
+    decides the race). Closed incidents do not count, so a recurrence after resolve opens a new one."""
     row = conn.execute(
-        """INSERT INTO incidents (workspace, title, service, environment, severity, alert_id, channel, thread)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+        f"""INSERT INTO incidents (workspace, title, service, environment, severity, alert_id, channel, thread)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+           ON CONFLICT (workspace, channel, thread) WHERE {_ONE_OPEN_PER_THREAD} DO NOTHING RETURNING id""",
         (workspace, title, service, environment, severity, alert_id, channel, thread)).fetchone()
+    if row is None:
+        return conn.execute(f"SELECT id FROM incidents WHERE workspace = %s AND channel = %s AND thread = %s "
+                            f"AND {_ONE_OPEN_PER_THREAD}", (workspace, channel, thread)).fetchone()["id"]
     opened = conn.execute("INSERT INTO incident_transitions (incident_id, from_state, to_state, actor, note) "
                           "VALUES (%s, NULL, 'DETECTED', %s, %s) RETURNING id", (row["id"], actor, "opened")).fetchone()
     # Every transition is audited, the first one too, so a summary's DETECTED line cites its audit id.
@@ -29,17 +40,39 @@ def open_incident(conn: psycopg.Connection, *, title: str, service: str | None, 
 
 
 def find_open(conn: psycopg.Connection, *, channel: str, thread: str | None = None,
-              workspace: str = "default") -> dict[str, Any] | None:
-    """The open incident of a thread, else the latest open incident of the channel."""
+              workspace: str = "default", states: tuple[str, ...] | list[str] = OPEN_STATES) -> dict[str, Any] | None:
+    """The latest incident of a thread in one of `states` (open ones by default), else the channel's latest."""
     if thread is not None:
         row = conn.execute(
             "SELECT * FROM incidents WHERE workspace = %s AND channel = %s AND thread = %s AND state = ANY(%s) "
-            "ORDER BY id DESC LIMIT 1", (workspace, channel, thread, list(OPEN_STATES))).fetchone()
+            "ORDER BY id DESC LIMIT 1", (workspace, channel, thread, list(states))).fetchone()
         if row is not None:
             return row
     return conn.execute(
         "SELECT * FROM incidents WHERE workspace = %s AND channel = %s AND state = ANY(%s) ORDER BY id DESC LIMIT 1",
-        (workspace, channel, list(OPEN_STATES))).fetchone()
+        (workspace, channel, list(states))).fetchone()
+
+
+def in_thread(conn: psycopg.Connection, *, channel: str, thread: str, workspace: str = "default",
+              states: tuple[str, ...] | list[str] = OPEN_STATES) -> dict[str, Any] | None:
+    """The incident of exactly this thread (no channel fallback): what automatic moves may touch."""
+    return conn.execute(
+        "SELECT * FROM incidents WHERE workspace = %s AND channel = %s AND thread = %s AND state = ANY(%s) "
+        "ORDER BY id DESC LIMIT 1", (workspace, channel, thread, list(states))).fetchone()
+
+
+def for_plan(conn: psycopg.Connection, plan: dict[str, Any], *,
+             states: tuple[str, ...] | list[str] = OPEN_STATES) -> dict[str, Any] | None:
+    """The incident a plan belongs to: the plan names it, was proposed for its alert, or in its thread (by
+    logical key, or by the platform id of the message the bot posted under that key)."""
+    return conn.execute(
+        """SELECT i.* FROM incidents i
+           WHERE i.workspace = %(ws)s AND i.state = ANY(%(states)s)
+             AND (i.id = %(incident)s::bigint OR i.alert_id = %(alert)s::bigint OR i.thread = %(thread)s::text
+                  OR i.thread IN (SELECT key FROM chat_messages WHERE message_id = %(thread)s::text))
+           ORDER BY i.id DESC LIMIT 1""",
+        {"ws": plan["workspace"], "states": list(states), "incident": plan.get("incident_id"),
+         "alert": plan.get("alert_id"), "thread": plan.get("thread")}).fetchone()
 
 
 def transition(conn: psycopg.Connection, incident_id: int, *, from_: list[str], to: str, actor: str,
@@ -56,6 +89,17 @@ def transition(conn: psycopg.Connection, incident_id: int, *, from_: list[str], 
                          "VALUES (%s, %s, %s, %s, %s) RETURNING id",
                          (incident_id, row["old_state"], to, actor, note)).fetchone()
     return {**row, "transition_id": entry["id"]}
+
+
+def advance(conn: psycopg.Connection, incident_id: int, *, from_: list[str], to: str, actor: str,
+            note: str | None = None, workspace: str = "default", **detail: Any) -> dict[str, Any] | None:
+    """A guarded transition with its audit entry (`incident.<state>`), linked so summaries cite it."""
+    moved = transition(conn, incident_id, from_=from_, to=to, actor=actor, note=note)
+    if moved is not None:
+        audit_id = audit.append(conn, actor=actor, action=f"incident.{to.lower()}", subject=f"incident:{incident_id}",
+                                detail={"from": moved["old_state"], "note": note, **detail}, workspace=workspace)
+        link_audit(conn, moved["transition_id"], audit_id)
+    return moved
 
 
 def note(conn: psycopg.Connection, incident_id: int, *, actor: str, note: str) -> int:
@@ -131,3 +175,28 @@ def save_postmortem(conn: psycopg.Connection, *, incident_id: int, author: str, 
 def latest_postmortem(conn: psycopg.Connection, incident_id: int) -> dict[str, Any] | None:
     return conn.execute("SELECT * FROM incident_postmortems WHERE incident_id = %s ORDER BY id DESC LIMIT 1",
                         (incident_id,)).fetchone()
+
+
+# --- what /metrics reports (read at scrape time, so every replica and worker's transitions count) ----------
+
+
+def durations(conn: psycopg.Connection, *, to_state: str, buckets: list[float],
+              workspace: str = "default") -> list[dict[str, Any]]:
+    """Seconds from detection to the first move into `to_state`, as histogram rows per severity:
+    {severity, le, le_count, n, total} for every bucket bound `le` (cumulative, like Prometheus)."""
+    return conn.execute(
+        """WITH d AS (
+               SELECT i.severity, EXTRACT(EPOCH FROM min(t.at) - i.created_at)::float8 AS secs
+               FROM incidents i JOIN incident_transitions t ON t.incident_id = i.id
+               WHERE i.workspace = %s AND t.to_state = %s AND t.from_state IS DISTINCT FROM t.to_state
+               GROUP BY i.id, i.severity, i.created_at)
+           SELECT d.severity, b.le, count(*) FILTER (WHERE d.secs <= b.le) AS le_count, count(*) AS n,
+                  sum(d.secs) AS total
+           FROM d CROSS JOIN unnest(%s::float8[]) AS b(le)
+           GROUP BY d.severity, b.le ORDER BY d.severity, b.le""",
+        (workspace, to_state, buckets)).fetchall()
+
+
+def count_by_state(conn: psycopg.Connection, *, workspace: str = "default") -> dict[str, int]:
+    return {r["state"]: r["n"] for r in conn.execute(
+        "SELECT state, count(*) AS n FROM incidents WHERE workspace = %s GROUP BY state", (workspace,))}

@@ -277,7 +277,7 @@ def test_status_summarises_the_incident_citing_messages_and_audit_ids(incident, 
     row = _last_card(services, "Incident #")
     assert row["op"] == "post" and row["channel"] == ALERTS
     text = _text(row["card"])
-    assert "PaymentsHighErrorRate" in text and "State *ACKNOWLEDGED*" in text
+    assert "PaymentsHighErrorRate" in text and "State *INVESTIGATING*" in text  # the approval moved it on
     # what fired: a link to the alert message the bot posted, the very permalink Slack gives for it
     alert_key = f"alert:{alert_id}"
     alert_link = _slack_permalink(slack, ALERTS, posted[alert_key]["message_id"])
