@@ -90,9 +90,13 @@ def index_incident(services: Services, incident_id: int) -> None:
 
 
 def _find(conn, services: Services, message: ChatMessage, thread_key: str | None, to: str) -> dict | None:
-    """The incident a move to `to` is about: one that can make it, else an open one (to explain why not), else
-    a closed one in this very thread (a channel's old incidents are not what a bare `resolve` means)."""
-    for states in (lifecycle.sources(to), lifecycle.OPEN):
+    """The incident a move is about: this thread's open one, else the channel's latest open one, else a closed
+    one in this very thread (`learned`: the latest resolved one first). Never an older open incident just
+    because it could make the move: a second `ack` must say "already acknowledged", not acknowledge another."""
+    sources = lifecycle.sources(to)
+    # `learned` moves a closed incident: look among those first, so an unrelated open one does not shadow it.
+    order = (sources, lifecycle.OPEN) if all(s in lifecycle.CLOSED for s in sources) else (lifecycle.OPEN,)
+    for states in order:
         found = incident_store.find_open(conn, channel=message.channel, thread=thread_key,
                                          workspace=services.workspace, states=states)
         if found is not None:
