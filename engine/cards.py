@@ -6,7 +6,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field
 
 from engine.hypotheses import WEIGHTS
-from engine.models import Annotation, Citation, Frozen, Hypothesis, Link
+from engine.models import Alert, Annotation, Citation, Frozen, Hypothesis, Link
 
 
 class TextBlock(Frozen):
@@ -106,3 +106,58 @@ def factor_breakdown(hypothesis: Hypothesis) -> str:
     terms = " + ".join(f"{name.replace('_', ' ')} {hypothesis.factors.get(name, 0):.2f}×{weight:.2f}"
                        for name, weight in WEIGHTS.items())
     return f"{terms} = {hypothesis.confidence:.2f}"
+
+
+# --- alert groups and storms ------------------------------------------------------------------------------
+
+GROUP_LISTED = 10   # alert lines on a group's parent card; the rest are counted
+STORM_LISTED = 30   # group lines on a storm summary; the rest are counted
+
+
+def _alert_line(alert: Alert) -> str:
+    where = " · ".join(filter(None, [alert.service, alert.labels.get("instance") or alert.labels.get("pod"),
+                                     alert.environment]))
+    mark = "resolved" if alert.status == "resolved" else alert.severity
+    return f"• {alert.name}{f' ({where})' if where else ''} — {mark}"
+
+
+def alert_group_card(alerts: list[Alert]) -> Card:
+    """The one parent message of an alert group, redrawn in place as alerts join or resolve. `alerts` is each
+    alert's newest state, oldest alert first; the first one speaks for the group."""
+    first = alerts[0]
+    firing = [a for a in alerts if a.status == "firing"]
+    resolved = not firing
+    lead = firing[0] if firing else first
+    icon = "RESOLVED" if resolved else lead.severity.upper()
+    counts = f"{len(firing)} firing · {len(alerts) - len(firing)} resolved · {len(alerts)} alerts in this group"
+    text = f"*{lead.summary or lead.name}*" + (f"\n{lead.description}" if lead.description else "")
+    services = sorted({a.service for a in alerts if a.service})
+    meta = " · ".join(filter(None, [services and "service " + ", ".join(services[:5]),
+                                    lead.environment and f"env {lead.environment}", f"source {lead.source}"]))
+    listed = [_alert_line(a) for a in alerts[:GROUP_LISTED]]
+    if len(alerts) > GROUP_LISTED:
+        listed.append(f"… and {len(alerts) - GROUP_LISTED} more")
+    blocks: list = [TextBlock(text=text), TextBlock(text=counts, style="success" if resolved else "warning"),
+                    TextBlock(text="\n".join(listed)), TextBlock(text=meta, style="muted")]
+    if lead.links:
+        blocks.append(LinksBlock(items=lead.links))
+    return Card(kind="alert", title=f"[{icon}] {lead.name}" + (f" ×{len(alerts)}" if len(alerts) > 1 else ""),
+                blocks=blocks)
+
+
+def storm_card(groups: list[dict], *, threshold: int) -> Card:
+    """One message standing for every group that arrived during an alert storm, redrawn in place. Each
+    `groups` item: name, service, firing, total, investigated (bool)."""
+    firing_groups = sum(1 for g in groups if g["firing"])
+    lines = []
+    for g in groups[:STORM_LISTED]:
+        state = f"{g['firing']}/{g['total']} firing" if g["firing"] else f"resolved ({g['total']})"
+        looked = "investigated in this thread" if g["investigated"] else "not investigated (storm budget)"
+        where = f" ({g['service']})" if g.get("service") else ""
+        lines.append(f"• {g['name']}{where} — {state} — {looked}")
+    if len(groups) > STORM_LISTED:
+        lines.append(f"… and {len(groups) - STORM_LISTED} more groups")
+    intro = (f"More than {threshold} new alert groups a minute in this channel: they are listed here instead of "
+             f"one message each. {firing_groups} of {len(groups)} groups firing.")
+    return Card(kind="alert", title=f"[STORM] {len(groups)} alert groups",
+                blocks=[TextBlock(text=intro, style="warning"), TextBlock(text="\n".join(lines) or "—")])

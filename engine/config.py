@@ -200,6 +200,15 @@ class ExecutionConfig(_Strict):
     dry_run: bool = False      # validate, resolve credentials and say what would run, without running it
 
 
+class AlertsConfig(_Strict):
+    """Alert grouping and storms: how long a group stays open to new alerts, when a channel is in a storm,
+    and how many investigations (LLM calls) a storm may cost."""
+
+    group_window_minutes: float = Field(60, gt=0, le=24 * 60)   # a group takes new alerts this long after its last
+    storm_new_groups_per_minute: int = Field(10, ge=1)          # more new groups than this a minute: a storm
+    storm_investigations: int = Field(3, ge=0)                  # groups investigated per storm; the rest are listed
+
+
 class WarroomConfig(_Strict):
     slack: SlackConfig = Field(default_factory=SlackConfig)
     teams: TeamsConfig = Field(default_factory=TeamsConfig)
@@ -207,6 +216,7 @@ class WarroomConfig(_Strict):
     targets: dict[str, Target] = Field(default_factory=dict)
     context: ContextConfig = Field(default_factory=ContextConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     @field_validator("targets")
     @classmethod

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime, timezone
 from typing import Any
 
-from engine.cards import alert_card, notice
+from engine.cards import alert_card, alert_group_card, notice, storm_card
 from engine.models import Alert, Annotation
 from engine.plans import store_annotation_plan
 from handlers.annotate import annotate
@@ -21,13 +22,27 @@ INCIDENT_SEVERITIES = {"critical", "page", "p1", "sev1"}  # a firing alert this 
 
 
 def receive(services: Services, alerts: list[Alert]) -> list[int]:
-    """Write a whole notification durably in one transaction (before the webhook answers 2xx)."""
-    ids = []
+    """Write a whole notification durably in one transaction (before the webhook answers 2xx), each new alert
+    state in its group. A retried or repeated notification only bumps counters: nothing new to annotate."""
+    window = services.config.alerts.group_window_minutes
+    dumped = [alert.model_dump(mode="json") for alert in alerts]
+    by_key: dict[str, list[int]] = {}
+    for i, alert in enumerate(dumped):
+        by_key.setdefault(alert_store.group_key_of(alert), []).append(i)
+    ids: list[int] = [0] * len(alerts)
     with services.pool.connection() as conn, conn.transaction():
-        for alert in alerts:
-            alert_id, _ = alert_store.insert_alert(conn, alert=alert.model_dump(mode="json"),
-                                                   workspace=services.workspace)
-            ids.append(alert_id)
+        for key in sorted(by_key):  # one lock order for every writer: no deadlock between webhooks
+            group_id, created = alert_store.open_group(conn, key, window_minutes=window,
+                                                       workspace=services.workspace)
+            new = []
+            for i in by_key[key]:
+                ids[i], inserted = alert_store.insert_alert(conn, alert=dumped[i], workspace=services.workspace)
+                if inserted:
+                    new.append(ids[i])
+            if new:
+                alert_store.attach(conn, group_id, new)
+            elif created:
+                alert_store.drop_empty_group(conn, group_id)
     return ids
 
 
@@ -63,20 +78,173 @@ def destinations(services: Services) -> list[tuple[str, str]]:
 
 
 def annotate_pending(services: Services, *, limit: int = 50) -> int:
-    """Annotate alerts not yet annotated (new ones, and any left over by a crash). Returns how many."""
+    """Publish what is not yet published: groups with new alerts (new ones, and any left over by a crash or
+    a restart), and alerts other integrations posted. Returns how many groups/alerts were published."""
     with services.pool.connection() as conn:
-        rows = alert_store.pending_alerts(conn, limit=limit)
+        work = alert_store.pending_work(conn, limit=limit)
     done = 0
-    for row in rows:
+    for item in work:
         try:
-            if annotate_alert(services, row):
-                done += 1
-        except Exception:  # one bad alert must not starve the others; it stays pending and is retried
-            log.exception("annotating alert %s failed", row["id"])
+            if item["group_id"] is not None:
+                done += annotate_group(services, item["group_id"])
+            else:
+                with services.pool.connection() as conn:
+                    row = alert_store.get_alert(conn, item["alert_id"])
+                done += _annotate_single(services, row)
+        except Exception:  # one bad group must not starve the others; it stays pending and is retried
+            log.exception("annotating %s failed", item)
     return done
 
 
 def annotate_alert(services: Services, row: dict[str, Any]) -> bool:
+    """Publish the alert's group (or, for an alert another integration posted, the alert itself); False when
+    there was nothing left to do (another process got there first)."""
+    if row.get("group_id") is not None:
+        return annotate_group(services, row["group_id"])
+    return _annotate_single(services, row)
+
+
+# --- groups ----------------------------------------------------------------------------------------------
+
+
+def annotate_group(services: Services, group_id: int) -> bool:
+    """Bring a group's chat presence up to date with its alerts, at-least-once made effectively-once: the
+    alerts are claimed in the same transaction that queues the messages, so a crash before the commit leaves
+    them pending (redone after a restart) and a second annotator finds nothing left to claim.
+
+    First time: a parent card (or a storm-summary line) and the group's one investigation in its thread.
+    Later: the card redrawn in place, coalesced with any update still queued. All resolved: closed."""
+    group = _place(services, group_id)
+    lead_row = None
+    if _wants_investigation(group):
+        with services.pool.connection() as conn:
+            lead_row = alert_store.first_firing(conn, group_id)
+    # The expensive part (retrieval, LLM) runs outside any transaction; its result is used only if the group
+    # still has not been investigated when we commit.
+    investigation = annotate(services, alert=Alert.model_validate(lead_row["payload"]),
+                             alert_id=lead_row["id"]) if lead_row else None
+    queued: list[int] = []
+    with services.pool.connection() as conn, conn.transaction():
+        group = conn.execute("SELECT * FROM alert_groups WHERE id = %s FOR UPDATE", (group_id,)).fetchone()
+        if not alert_store.claim_group_alerts(conn, group_id):
+            return False
+        states = alert_store.group_states(conn, group_id)
+        alerts = [Alert.model_validate(r["payload"]) for r in states]
+        firing = [r for r in states if r["status"] == "firing"]
+        if group["placement"] is not None:
+            _show_group(services, conn, group, alerts)
+        if investigation and lead_row and group["investigated_at"] is None:
+            queued = _post_investigation(services, conn, group, lead_row, *investigation)
+        if firing and group["incident_id"] is None and group["channel"]:
+            _open_group_incident(services, conn, group, firing[0])
+        if not firing:  # every alert of the group resolved: marked on the card, and later alerts start anew
+            alert_store.update_group(conn, group_id, status="resolved", resolved_at=datetime.now(timezone.utc),
+                                     closed_at=datetime.now(timezone.utc))
+        if group["annotated_at"] is None:
+            alert_store.update_group(conn, group_id, annotated_at=datetime.now(timezone.utc))
+    for step_id in queued:
+        services.dispatch(step_id)
+    return True
+
+
+def _place(services: Services, group_id: int) -> dict[str, Any]:
+    """Decide once where the group is shown. A group that fired and resolved before the annotator got to it
+    (a backlog, a restart) is still shown, as resolved, and investigated."""
+    cfg = services.config.alerts
+    targets = destinations(services)
+    with services.pool.connection() as conn, conn.transaction():
+        group = conn.execute("SELECT * FROM alert_groups WHERE id = %s FOR UPDATE", (group_id,)).fetchone()
+        if group["placement"] is not None:
+            return group
+        if alert_store.first_firing(conn, group_id) is None:
+            return group  # only resolutions (of alerts we never saw firing): nothing to show
+        if not targets:  # no chat configured: nothing to show, but the investigation (plan) is still made
+            alert_store.update_group(conn, group_id, placement="parent", investigate=True,
+                                     placed_at=datetime.now(timezone.utc))
+            return {**group, "placement": "parent", "investigate": True}
+        platform, channel = targets[0]
+        return alert_store.place_group(conn, group_id, platform=platform, channel=channel,
+                                       threshold=cfg.storm_new_groups_per_minute, budget=cfg.storm_investigations,
+                                       window_minutes=cfg.group_window_minutes, workspace=services.workspace)
+
+
+def _wants_investigation(group: dict[str, Any]) -> bool:
+    return group["placement"] is not None and group["investigate"] and group["investigated_at"] is None
+
+
+def _thread_key(group: dict[str, Any]) -> str:
+    """The message the group's conversation hangs off: its parent, or the storm summary it is listed in."""
+    if group["placement"] == "storm":
+        return f"storm:{group['storm_id']}"
+    return f"alert:{group['first_alert_id']}"
+
+
+def _show_group(services: Services, conn, group: dict[str, Any], alerts: list[Alert]) -> None:
+    if group["placement"] == "storm":
+        _show_storm(services, conn, group["storm_id"])
+    else:
+        card = json.loads(alert_group_card(alerts).model_dump_json())
+        key = _thread_key(group)
+        for platform, channel in destinations(services):
+            if group["posted_at"] is None:
+                outbox.enqueue(conn, platform=platform, channel=channel, op="post", message_key=key, card=card)
+            else:
+                outbox.enqueue_latest(conn, platform=platform, channel=channel, message_key=key, card=card)
+    if group["posted_at"] is None:
+        alert_store.update_group(conn, group["id"], posted_at=datetime.now(timezone.utc))
+
+
+def _show_storm(services: Services, conn, storm_id: int) -> None:
+    """Post the storm summary once, then redraw it in place; serialised per storm so two annotators
+    publishing two of its groups never both post it."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"storm-message:{storm_id}",))
+    groups = [{"name": g["name"], "service": g["service"], "firing": g["firing"], "total": g["total"],
+               "investigated": g["investigate"]} for g in alert_store.storm_groups(conn, storm_id)]
+    card = json.loads(storm_card(groups, threshold=services.config.alerts.storm_new_groups_per_minute)
+                      .model_dump_json())
+    key = f"storm:{storm_id}"
+    for platform, channel in destinations(services):
+        if outbox.find_message(conn, key, platform) or outbox.is_pending(conn, key, platform=platform, op="post"):
+            outbox.enqueue_latest(conn, platform=platform, channel=channel, message_key=key, card=card)
+        else:
+            outbox.enqueue(conn, platform=platform, channel=channel, op="post", message_key=key, card=card)
+
+
+def _post_investigation(services: Services, conn, group: dict[str, Any], lead_row: dict[str, Any],
+                        annotation: Annotation, runbook_row) -> list[int]:
+    """The group's one annotation, in its thread; returns the steps auto-run queued."""
+    alert = Alert.model_validate(lead_row["payload"])
+    thread = _thread_key(group)
+    targets = destinations(services)
+    platform, channel = targets[0] if targets else (None, None)
+    plan_id, card = store_annotation_plan(
+        conn, annotation, runbook_pk=runbook_row["id"] if runbook_row else None, alert_id=lead_row["id"],
+        requested_by=None, platform=platform, channel=channel, thread=thread, environment=alert.environment,
+        workspace=services.workspace)
+    for platform_name, channel_id in targets:
+        outbox.enqueue(conn, platform=platform_name, channel=channel_id, op="post", thread_key=thread,
+                       message_key=f"plan:{plan_id}" if plan_id else f"annotation:group:{group['id']}",
+                       card=json.loads(card.model_dump_json()))
+    alert_store.update_group(conn, group["id"], investigated_at=datetime.now(timezone.utc))
+    return auto_run(conn, plan_id, services) if plan_id else []
+
+
+def _open_group_incident(services: Services, conn, group: dict[str, Any], lead_row: dict[str, Any]) -> None:
+    """A group with a severe firing alert opens one incident, in the group's thread."""
+    alert = Alert.model_validate(lead_row["payload"])
+    if alert.severity not in INCIDENT_SEVERITIES:
+        return
+    incident_id = incident_store.open_incident(
+        conn, title=f"{alert.name}: {alert.summary}"[:200], service=alert.service, environment=alert.environment,
+        severity=alert.severity, alert_id=lead_row["id"], channel=group["channel"], thread=_thread_key(group),
+        workspace=services.workspace)
+    alert_store.update_group(conn, group["id"], incident_id=incident_id)
+
+
+# --- alerts other integrations posted: annotated one by one in their own message's thread -----------------
+
+
+def _annotate_single(services: Services, row: dict[str, Any]) -> bool:
     """Build and publish one alert's annotation; False when another process got there first."""
     alert = Alert.model_validate(row["payload"])
     targets = destinations(services)

@@ -19,6 +19,26 @@ def enqueue(conn: psycopg.Connection, *, platform: str, channel: str, card: dict
     return row["id"]
 
 
+def enqueue_latest(conn: psycopg.Connection, *, platform: str, channel: str, message_key: str,
+                   card: dict[str, Any]) -> int:
+    """Show `card` as the message `message_key`, coalescing with what is still queued for it: a message that
+    changes many times a second (an alert group's parent while alerts pour in) must not become one chat.update
+    per change at ~1 message a second. A pending post of the message gets the new card (it goes out already
+    up to date); else a pending update of it does; else a new update is queued.
+
+    A row the dispatcher is sending right now is locked by its claim: the UPDATE waits for that drain to
+    commit, then sees the row is no longer pending and falls through, so the newest card is never lost."""
+    body = json.dumps(card, default=str)
+    for op in ("post", "update"):
+        row = conn.execute(
+            """UPDATE outbox SET card = %s::jsonb
+               WHERE platform = %s AND message_key = %s AND op = %s AND status = 'pending'
+               RETURNING id""", (body, platform, message_key, op)).fetchone()
+        if row is not None:
+            return row["id"]
+    return enqueue(conn, platform=platform, channel=channel, card=card, op="update", message_key=message_key)
+
+
 def claim(conn: psycopg.Connection, *, platforms: list[str], limit: int = 50,
           per_channel: int = 5) -> list[dict[str, Any]]:
     """Lock the rows due now for this dispatcher; other replicas skip them (FOR UPDATE SKIP LOCKED).
