@@ -523,3 +523,18 @@ def test_without_the_secret_pagerduty_is_guarded_by_the_bearer_token(tmp_path, d
         assert _rows(db_url, "SELECT name, source FROM alerts") == [("Test Incident 3", "pagerduty")]
     finally:
         assert s.stop() == 0
+
+
+def test_a_repeated_alert_without_a_start_time_is_counted_not_stored_again(db_url):
+    """Opsgenie's Escalate carries no start time: its repeat must dedupe like any other re-notification."""
+    from storage import alerts as alert_store
+    from storage.db import connect
+
+    alert = {"source": "opsgenie", "fingerprint": "og-1", "status": "firing", "name": "Disk", "severity": "warning",
+             "service": None, "environment": None, "group_key": None, "starts_at": None, "ends_at": None}
+    with connect(db_url) as conn:
+        first, inserted = alert_store.insert_alert(conn, alert=alert)
+        again, repeated = alert_store.insert_alert(conn, alert=alert)
+        row = conn.execute("SELECT count(*) AS n, max(notifications) AS seen FROM alerts").fetchone()
+    assert inserted and not repeated and first == again
+    assert (row["n"], row["seen"]) == (1, 2)
