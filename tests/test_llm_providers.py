@@ -7,6 +7,7 @@ system prompt and the stable context; the model's proposal reaches the card; mal
 alert reaches a request; token and cache usage land in the metrics."""
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -96,10 +97,15 @@ def anthropic_provider(api, metrics, **settings):
     return provider
 
 
+_episodes = itertools.count(1)
+
+
 def fire(services, *, summary: str = "payments-api 5xx error rate above 5% (currently 12.4%)",
          description: str = "Checkout payments are failing.", labels: dict | None = None) -> int:
-    """An Alertmanager webhook for payments-api, stored and annotated as a real delivery would be."""
+    """An Alertmanager webhook for payments-api, stored and annotated as a real delivery would be. Each call is
+    its own Alertmanager group (a later episode of the same alert), so each gets its own investigation."""
     payload = json.loads((EXAMPLES / "alerts/payments-high-error-rate-firing.json").read_text())
+    payload["groupKey"] = f"{payload['groupKey']}:{next(_episodes)}"
     started = (datetime.now(timezone.utc) - timedelta(minutes=2)).isoformat().replace("+00:00", "Z")
     for alert in payload["alerts"]:
         alert.pop("fingerprint", None)
