@@ -2,7 +2,6 @@
 incident from chat, warroom moves it itself (first approval -> INVESTIGATING, a state change that succeeded on a
 real worker -> MITIGATED), every move is in the timeline and the audit log with who and when, one thread has
 one open incident, and MTTA / MTTR / open incidents are on /metrics of a real `warroom serve`."""
-import asyncio
 import itertools
 import json
 import threading
@@ -27,6 +26,7 @@ from storage.db import open_pool
 from tests.conftest import EXAMPLES, make_services, run_worker_burst, runbook_yaml
 from tests.served import Served
 from tests.slack_standin import SlackStandIn
+from tests.outbox_helpers import deliver_to_slack
 
 ALERTS = "C0ALERTS"
 
@@ -249,20 +249,7 @@ def _assert_times_and_audit(services, iid, rows):
 
 
 def _deliver(services, standin) -> None:
-    """The real outbox dispatcher and Slack port, against the Slack stand-in, until nothing is pending."""
-    from slack_sdk.web.async_client import AsyncWebClient
-
-    from bot.outbox import OutboxDispatcher
-    from bot.slack.port import SlackPort
-
-    async def drain():
-        port = SlackPort(AsyncWebClient(token=standin.bot_token, base_url=standin.url))
-        dispatcher = OutboxDispatcher(services.pool, {"slack": port})
-        for _ in range(20):
-            if not await dispatcher.drain_once():
-                return
-
-    asyncio.run(drain())
+    deliver_to_slack(services.pool, standin)
 
 
 def _step(services, key):

@@ -1,13 +1,11 @@
 """Model-proposed plans pass the schema and the validators or are refused; incident summaries and the
 postmortem draft cite their chat messages and audit ids, and reach the incident thread through the outbox."""
-import asyncio
 import json
 import re
 from datetime import datetime, timezone
 
 import jsonschema
 import pytest
-from slack_sdk.web.async_client import AsyncWebClient
 
 from engine.config import WarroomConfig
 from engine.context import Context
@@ -23,6 +21,7 @@ from storage import alerts as alert_store
 from storage import audit
 from tests.conftest import EXAMPLES, ROOT, make_services, run_worker_burst, runbook_yaml
 from tests.slack_standin import SlackStandIn
+from tests.outbox_helpers import deliver_to_slack
 
 NOW = datetime(2026, 11, 24, 14, 0, tzinfo=timezone.utc)
 
@@ -211,18 +210,7 @@ def incident(pool, embedder, redis_url, tmp_path, http_target):
 
 
 def _deliver(services, standin) -> None:
-    """The real outbox dispatcher and Slack port, against the Slack stand-in, until nothing is pending."""
-    from bot.outbox import OutboxDispatcher
-    from bot.slack.port import SlackPort
-
-    async def drain():
-        port = SlackPort(AsyncWebClient(token=standin.bot_token, base_url=standin.url))
-        dispatcher = OutboxDispatcher(services.pool, {"slack": port})
-        for _ in range(20):
-            if not await dispatcher.drain_once():
-                return
-
-    asyncio.run(drain())
+    deliver_to_slack(services.pool, standin)
 
 
 def _say(services, text: str, user: str = "U0ALICE") -> None:
