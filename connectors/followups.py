@@ -56,6 +56,7 @@ def add_rollback(conn: psycopg.Connection, step: dict[str, Any], config: Warroom
         return None
     frozen = freeze_reason(conn, step, config, workspace)
     automatic = config.policy.auto_rollback and not frozen
+    why_not = None if automatic else (f"change freeze: {frozen}" if frozen else "policy.auto_rollback is off")
     ordinal = conn.execute("SELECT coalesce(max(ordinal), -1) + 1 AS n FROM plan_steps WHERE plan_id = %s",
                            (step["plan_id"],)).fetchone()["n"]
     row = conn.execute(
@@ -76,11 +77,9 @@ def add_rollback(conn: psycopg.Connection, step: dict[str, Any], config: Warroom
                      detail={"key": row["key"], "rolls_back": step["id"], "reason": "policy.auto_rollback"},
                      workspace=workspace)
     else:
-        why = f"change freeze: {frozen}" if frozen else "policy.auto_rollback is off"
         audit.append(conn, actor="warroom", action="step.rollback_proposed", subject=f"step:{row['id']}",
-                     detail={"key": row["key"], "rolls_back": step["id"], "reason": why}, workspace=workspace)
-    return {**row, "job_id": f"step-{row['id']}" if automatic else None, "why_not_automatic": None if automatic
-            else (f"change freeze: {frozen}" if frozen else "policy.auto_rollback is off")}
+                     detail={"key": row["key"], "rolls_back": step["id"], "reason": why_not}, workspace=workspace)
+    return {**row, "job_id": f"step-{row['id']}" if automatic else None, "why_not_automatic": why_not}
 
 
 def rollback_note(row: dict[str, Any]) -> str:

@@ -59,8 +59,11 @@ def is_approver(actor: Actor, policy: PolicyConfig, service: str | None = None,
     """With no approvers configured anyone in the channel may approve (the doctor warns about it). Only the
     platform's user id, AAD object id and the email or UPN it vouches for count."""
     names, _ = approvers_for(policy, service, environment)
-    if not names:
-        return True
+    return not names or _named(actor, names, policy)
+
+
+def _named(actor: Actor, names: list[str], policy: PolicyConfig) -> bool:
+    """Is the actor one of `names` (ids, emails, UPNs, `group:<name>` expanded)?"""
     allowed = set()
     for name in names:
         members = policy.groups.get(name.removeprefix("group:"), []) if name.startswith("group:") else [name]
@@ -218,8 +221,7 @@ def _over_rate(facts: Facts, policy: PolicyConfig, service: str | None, environm
 def may_lift_freeze(actor: Actor, policy: PolicyConfig, service: str | None) -> bool:
     """Anyone may pull the emergency brake; only an approver may release it: a global approver, or one named by
     a rule covering the service (in any environment)."""
-    if is_approver(actor, policy):
-        return True
+    if not policy.approvers and not policy.approver_rules:
+        return True  # nobody is named: anyone may approve, so anyone may lift
     rules = [r for r in policy.approver_rules if service is None or not r.services or service in r.services]
-    scoped = policy.model_copy(update={"approvers": [a for r in rules for a in r.approvers], "approver_rules": []})
-    return bool(scoped.approvers) and is_approver(actor, scoped)
+    return _named(actor, [*policy.approvers, *(a for r in rules for a in r.approvers)], policy)
