@@ -3,6 +3,8 @@
 #   docker build -t warroom .
 #   docker run --rm -p 3000:3000 --env-file .env warroom            # serve (default)
 #   docker run --rm --env-file .env warroom worker                   # RQ worker
+#   docker run --rm --env-file .env warroom doctor                   # check configuration and connectivity
+# warroom.yml is read from /etc/warroom/warroom.yml (mount it there; without it the defaults apply).
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -49,7 +51,8 @@ ENV PATH="/opt/venv/bin:${PATH}" \
     TRANSFORMERS_OFFLINE=1 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    WARROOM_DATA_DIR=/var/lib/warroom
+    WARROOM_DATA_DIR=/var/lib/warroom \
+    WARROOM_CONFIG=/etc/warroom/warroom.yml
 
 WORKDIR /home/warroom
 USER 10001:10001
