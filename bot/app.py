@@ -8,8 +8,10 @@ import logging
 import time
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from bot.chat_work import InFlight, handler_work
 from bot.metrics import Metrics
 from bot.outbox import OutboxDispatcher, Pace
 from bot.runtime import Runtime
@@ -19,9 +21,9 @@ from bot.webhooks import alert_hook, changes_hook, github_hook
 from connectors.recovery import sweep_forever
 from engine.cards import Card
 from engine.config import ConfigError
+from engine.log_context import bind, request_id_from, unbind
 from engine.ports import ChatPort
 from handlers.alert import annotate_pending
-from storage import outbox
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,46 @@ class Annotator:
                 pass
 
 
+# Probes and scrapes are answered while draining; everything else is work, refused then (a load balancer has
+# already taken the replica out of rotation; a sender's retry reaches another replica, or this one restarted).
+OPERATIONS_ROUTES = ("/healthz", "/readyz", "/metrics")
+PLATFORM_ROUTES = {"/slack/events": "slack", "/api/messages": "teams"}
+
+
+@web.middleware
+async def correlate(request: web.Request, handler):
+    """A request id per request (the caller's X-Request-Id if it is sane), bound for its logs (handler threads
+    copy the context) and echoed back; work requests are counted, and refused while draining."""
+    request_id = request["request_id"] = request_id_from(request.headers.get("X-Request-Id"))
+    token = bind(request_id=request_id, correlation_id=request_id, platform=PLATFORM_ROUTES.get(request.path))
+    try:
+        if request.path in OPERATIONS_ROUTES:
+            response = await handler(request)
+        elif request.app["draining"].is_set():
+            response = web.json_response({"error": "draining: this replica is shutting down, retry"}, status=503,
+                                         headers={"Retry-After": "1", "Connection": "close"})
+        else:
+            with request.app["requests_in_flight"].track():
+                response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers["X-Request-Id"] = request_id
+        raise
+    finally:
+        unbind(token)
+    if not response.prepared:
+        response.headers["X-Request-Id"] = request_id
+    return response
+
+
+class AccessLogger(AbstractAccessLogger):
+    """aiohttp's access log line, naming the request id (it is written after the middleware unbound it). The
+    query string is left out: signed card links carry their signature there."""
+
+    def log(self, request, response, time: float) -> None:
+        self.logger.info("%s %s %s %.3fs", request.method, request.path, response.status, time,
+                         extra={"request_id": request.get("request_id"), "correlation_id": request.get("request_id")})
+
+
 @web.middleware
 async def timing(request: web.Request, handler):
     started = time.perf_counter()
@@ -75,6 +117,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    if request.app["draining"].is_set():
+        return web.json_response({"status": "draining"}, status=503)
     runtime: Runtime = request.app["runtime"]
     problems = []
 
@@ -100,12 +144,11 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     metrics: Metrics = request.app["metrics"]
     services = request.app["services"]
 
-    def pending() -> int:
-        with services.pool.connection() as conn:
-            return outbox.pending_count(conn)
-
-    metrics.outbox_pending.set(await asyncio.to_thread(pending))
-    body = await asyncio.to_thread(generate_latest, metrics.registry)  # collectors may read the database
+    try:
+        await asyncio.to_thread(metrics.refresh_outbox, services.pool)
+    except Exception:  # noqa: BLE001 (the rest of the scrape is still worth having; the stale gauges show it)
+        log.exception("reading outbox metrics failed")
+    body = await asyncio.to_thread(generate_latest, metrics.registry)  # collectors read the database and Redis
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -159,13 +202,16 @@ async def full_card(request: web.Request) -> web.Response:
 def build_app(runtime: Runtime, *, ports: dict[str, ChatPort] | None = None,
               pace: dict[str, Pace] | None = None) -> web.Application:
     settings = runtime.settings
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[timing])
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[correlate, timing])
     metrics = runtime.metrics  # the LLM provider reports to it too, and was built before the app
     app["runtime"] = runtime
     app["settings"] = settings
     app["services"] = runtime.services
     app["metrics"] = metrics
     metrics.watch_incidents(runtime.services.pool, runtime.services.workspace)  # MTTA, MTTR, open incidents
+    metrics.watch_work(runtime.services.pool, runtime.redis, runtime.services.workspace)  # queue, steps, dedup
+    app["draining"] = asyncio.Event()  # set by drain(): /readyz answers 503, new work is refused
+    app["requests_in_flight"] = InFlight()
     app["annotator"] = Annotator(runtime, metrics)
     ports = dict(ports or {})
     app["slack"] = _slack(app, runtime, ports)
@@ -194,7 +240,8 @@ def _slack(app: web.Application, runtime: Runtime, ports: dict[str, ChatPort]):
     if settings.slack_app_token is None and settings.slack_signing_secret is None:
         raise ConfigError("SLACK_BOT_TOKEN is set but SLACK_SIGNING_SECRET is not: requests to /slack/events "
                           "cannot be verified (set it, or SLACK_APP_TOKEN for Socket Mode)")
-    adapter = SlackAdapter(runtime.services, settings, redis=runtime.redis, wake_annotator=app["annotator"].wake)
+    adapter = SlackAdapter(runtime.services, settings, redis=runtime.redis, wake_annotator=app["annotator"].wake,
+                           dedup=app["metrics"].dedup)
     ports["slack"] = SlackPort(adapter.client, more_url=card_link(settings), text_renderer=render_text)
     if not adapter.socket_mode:
         app.router.add_post("/slack/events", adapter.handle_http)
@@ -213,7 +260,7 @@ def _teams(app: web.Application, runtime: Runtime, ports: dict[str, ChatPort]):
     if settings.microsoft_app_id and settings.microsoft_app_password is None:
         raise ConfigError("MicrosoftAppId is set but MicrosoftAppPassword is not: the bot could not reply "
                           "(set both, or neither for the Bot Framework Emulator)")
-    adapter = TeamsAdapter(runtime.services, settings, redis=runtime.redis)
+    adapter = TeamsAdapter(runtime.services, settings, redis=runtime.redis, dedup=app["metrics"].dedup)
     ports["teams"] = TeamsPort(adapter.cloud, adapter.references, app_id=settings.microsoft_app_id,
                                more_url=card_link(settings), text_renderer=render_text)
     app.router.add_post("/api/messages", adapter.handle_http)
@@ -221,7 +268,7 @@ def _teams(app: web.Application, runtime: Runtime, ports: dict[str, ChatPort]):
 
 
 async def _background(app: web.Application):
-    stop = asyncio.Event()
+    stop = app["stop"] = asyncio.Event()
     # Load the embedding model now rather than on the first alert (it takes a few seconds).
     warm = asyncio.create_task(asyncio.to_thread(app["services"].embedder.embed, ["warm up"]), name="warm-up")
     tasks = [warm, asyncio.create_task(app["annotator"].run(stop), name="annotator"),
@@ -230,6 +277,7 @@ async def _background(app: web.Application):
              # are enqueued again (connectors/recovery.py).
              asyncio.create_task(sweep_forever(app["services"].pool, app["runtime"].redis,
                                                app["settings"].timing(), stop), name="recovery")]
+    app["background"] = tasks
     socket_mode = None
     slack = app["slack"]
     if slack is not None:
@@ -241,3 +289,26 @@ async def _background(app: web.Application):
     if socket_mode is not None:
         await socket_mode.close_async()
     await asyncio.wait(tasks, timeout=15)
+
+
+async def drain(app: web.Application, *, grace_s: float) -> int:
+    """The graceful part of a shutdown, before the listener closes: /readyz answers 503 at once and new work
+    is refused; requests under way, and the engine work they started after their ack, finish; the annotator
+    and the sweeper stop; the outbox is sent until nothing is due. All within `grace_s` seconds. Returns how
+    many outbox messages were left queued (for the next replica: nothing is dropped)."""
+    deadline = time.monotonic() + grace_s
+    app["draining"].set()
+    log.info("draining: /readyz answers 503; finishing work under way (grace %.0fs)", grace_s)
+    if not await app["requests_in_flight"].wait(deadline - time.monotonic()):
+        log.warning("%d requests still under way at the end of the grace", app["requests_in_flight"].count)
+    if not await handler_work.wait(deadline - time.monotonic()):
+        log.warning("%d chat handlers still running at the end of the grace", handler_work.count)
+    app["stop"].set()  # the annotator and the sweeper stop after what they are doing now
+    background = [t for t in app["background"] if t.get_name() in ("annotator", "recovery", "outbox")]
+    await asyncio.wait(background, timeout=max(0.0, deadline - time.monotonic()))
+    left = await app["dispatcher"].drain_for_shutdown(deadline)
+    if left:
+        log.warning("shutdown grace over: %d outbox messages left queued for the next replica", left)
+    else:
+        log.info("outbox drained")
+    return left

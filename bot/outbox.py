@@ -62,6 +62,20 @@ class TokenBucket:
         self.updated = time.monotonic()
 
 
+def backlog(conn, platforms: list[str] | None = None) -> dict[str, Any]:
+    """pending (unsent rows), due (of those, the ones whose time has come), lag_s (seconds since the oldest
+    due row became due) and dead (parked rows); only these platforms' rows when given."""
+    row = conn.execute(
+        """SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+                  count(*) FILTER (WHERE status = 'pending' AND next_attempt_at <= now()) AS due,
+                  coalesce(extract(epoch FROM now() - min(next_attempt_at)
+                           FILTER (WHERE status = 'pending' AND next_attempt_at <= now())), 0)::float AS lag_s,
+                  count(*) FILTER (WHERE status = 'dead') AS dead
+           FROM outbox WHERE %(all)s OR platform = ANY(%(platforms)s)""",
+        {"all": platforms is None, "platforms": platforms or []}).fetchone()
+    return dict(row)
+
+
 class OutboxDispatcher:
     def __init__(self, pool: ConnectionPool, ports: dict[str, ChatPort], *, poll_interval: float = 0.2,
                  pace: dict[str, Pace] | None = None, batch: int = 50) -> None:
@@ -85,6 +99,28 @@ class OutboxDispatcher:
                     await asyncio.wait_for(stop.wait(), timeout=self.poll_interval)
                 except asyncio.TimeoutError:
                     pass
+
+    async def drain_for_shutdown(self, deadline: float) -> int:
+        """Send until nothing this process can send is due, or the monotonic `deadline` passes; returns how many
+        rows are left unsent (they stay queued in the database for the next replica)."""
+        def left(due_only: bool) -> int:
+            with self.pool.connection() as conn:
+                state = backlog(conn, list(self.ports))
+            return state["due"] if due_only else state["pending"]
+
+        if not self.ports:
+            return 0
+        while time.monotonic() < deadline:
+            try:
+                sent = await self.drain_once()
+                if not sent and not await asyncio.to_thread(left, True):
+                    break
+            except Exception:
+                log.exception("outbox drain failed; retrying")
+                sent = 0
+            if not sent:  # paced, deferred or failing: wait a little rather than spin
+                await asyncio.sleep(min(self.poll_interval, max(0.0, deadline - time.monotonic())))
+        return await asyncio.to_thread(left, False)
 
     async def drain_once(self) -> int:
         """Send what is due; returns how many rows were sent."""

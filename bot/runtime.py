@@ -44,7 +44,8 @@ class Runtime:
 def open_runtime(settings: Settings, *, need_redis: bool = True, config: WarroomConfig | None = None) -> Iterator[Runtime]:
     config = config or load_config(settings.config_path)
     register_settings_secrets(settings)
-    metrics = Metrics()
+    metrics = Metrics(models={"anthropic": settings.anthropic_model, "openai": settings.openai_model},
+                      prices=settings.llm_prices)  # the model each provider calls, for warroom_llm_cost_usd
     provider = make_llm_provider(settings, metrics)
     with embedded.services(settings.data_path, database_url=settings.database_url, redis_url=settings.redis_url,
                            need_redis=need_redis) as (database_url, redis_url):
@@ -97,12 +98,17 @@ def embedded_worker(runtime: Runtime) -> Iterator[subprocess.Popen | None]:
         return
     env = {**os.environ, "DATABASE_URL": runtime.database_url, "REDIS_URL": runtime.redis_url,
            "WARROOM_CONFIG": str(runtime.settings.config_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env)
+    # Its own session: a Ctrl-C meant for serve must not reach it too, or the SIGTERM sent after serve's drain
+    # would be RQ's second signal, a cold shutdown that kills the running step.
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env, start_new_session=True)
     try:
         yield proc
     finally:
         proc.terminate()  # RQ's warm shutdown: the current step finishes first
+        log.info("waiting for the embedded worker (pid %s) to finish its current step", proc.pid)
         try:
-            proc.wait(timeout=runtime.settings.step_timeout_s + 10)
+            code = proc.wait(timeout=runtime.settings.step_timeout_s + 10)
+            log.info("embedded worker exited with status %s", code)
         except subprocess.TimeoutExpired:
+            log.warning("embedded worker still busy after %ss: killed", runtime.settings.step_timeout_s + 10)
             proc.kill()

@@ -75,6 +75,16 @@ class Settings(BaseSettings):
     requeue_grace_s: float = Field(60.0, ge=0, validation_alias=_alias("WARROOM_REQUEUE_GRACE"))
     sweep_interval_s: float = Field(10.0, gt=0, validation_alias=_alias("WARROOM_SWEEP_INTERVAL"))
 
+    # `json` (one object per line) or `text`; unset: json for serve and worker, text for the other commands.
+    log_format: str | None = Field(None, validation_alias=_alias("WARROOM_LOG_FORMAT"))
+    log_level: str | None = Field(None, validation_alias=_alias("WARROOM_LOG_LEVEL"))
+    # On SIGTERM serve drains for at most this long: in-flight requests, then the outbox (what is left stays
+    # queued in the database for the next replica).
+    shutdown_grace_s: float = Field(20.0, ge=0, validation_alias=_alias("WARROOM_SHUTDOWN_GRACE"))
+    # USD per million tokens by model, overriding/adding to bot.metrics.LLM_PRICES, as JSON:
+    # {"my-model": {"input": 3, "output": 15, "cache_read": 0.3, "cache_write": 3.75}}
+    llm_prices: dict[str, dict[str, float]] = Field(default_factory=dict, validation_alias=_alias("WARROOM_LLM_PRICES"))
+
     def timing(self):
         """Heartbeat, lease and sweeper timing for workers and serve (the lease defaults to 30 s, and is never
         shorter than three heartbeats)."""

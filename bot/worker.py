@@ -32,9 +32,12 @@ def run_worker(settings: Settings, queues: list[str] | None = None, *, burst: bo
         worker = Worker(queues or [QUEUE], connection=redis)
         log.info("worker %s listening on %s", worker.name, ", ".join(queues or [QUEUE]))
         try:
+            # SIGTERM/SIGINT: RQ's warm shutdown (the running step finishes in its work horse, then work()
+            # returns); a second signal is a cold shutdown that kills the horse.
             worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
         finally:
             stop_sweeping()
+        log.info("worker %s stopped", worker.name)
     return 0
 
 

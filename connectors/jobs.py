@@ -15,6 +15,7 @@ from redis import Redis
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
+from engine.log_context import bind, log_context
 from connectors import registry
 from connectors.base import ConnectorError, StepResult, TransientError, checked
 from connectors.followups import add_rollback, freeze_reason, rollback_note, verified
@@ -63,9 +64,17 @@ def _ctx() -> WorkerContext:
 
 
 def run_step(step_id: int) -> dict[str, Any]:
+    with log_context(correlation_id=f"step-{step_id}", step_id=step_id):  # every log line of this job
+        outcome = _run_step(step_id)
+        log.info("step %s: %s", step_id, outcome["status"])
+        return outcome
+
+
+def _run_step(step_id: int) -> dict[str, Any]:
     ctx = _ctx()
     with psycopg.connect(ctx.database_url, row_factory=dict_row) as conn:
         claimed = _claim(conn, step_id, ctx)
+        bind(plan_id=(claimed or {}).get("plan_id"))  # undone with the rest when run_step's context ends
         if claimed is None:
             step = plan_store.get_step(conn, step_id)
             return {"step_id": step_id, "status": step["status"] if step else "missing", "ran": False}

@@ -279,6 +279,8 @@ def load_config(path: Path) -> WarroomConfig:
         return WarroomConfig()
     try:
         data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:  # a directory, no permission: say so rather than crash every command
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):

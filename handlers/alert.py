@@ -6,6 +6,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
+from engine.log_context import bind, log_context
 from engine.cards import alert_card, alert_group_card, notice, storm_card
 from engine.models import Alert, Annotation
 from engine.plans import store_annotation_plan
@@ -84,15 +85,18 @@ def annotate_pending(services: Services, *, limit: int = 50) -> int:
         work = alert_store.pending_work(conn, limit=limit)
     done = 0
     for item in work:
-        try:
-            if item["group_id"] is not None:
-                done += annotate_group(services, item["group_id"])
-            else:
-                with services.pool.connection() as conn:
-                    row = alert_store.get_alert(conn, item["alert_id"])
-                done += _annotate_single(services, row)
-        except Exception:  # one bad group must not starve the others; it stays pending and is retried
-            log.exception("annotating %s failed", item)
+        # Log lines of this piece of work name its (first new) alert: the correlation id while it is annotated.
+        with log_context(correlation_id=f"alert-{item['first']}", alert_id=item["first"], group_id=item["group_id"]):
+            log.info("publishing new alerts (group %s)", item["group_id"])
+            try:
+                if item["group_id"] is not None:
+                    done += annotate_group(services, item["group_id"])
+                else:
+                    with services.pool.connection() as conn:
+                        row = alert_store.get_alert(conn, item["alert_id"])
+                    done += _annotate_single(services, row)
+            except Exception:  # one bad group must not starve the others; it stays pending and is retried
+                log.exception("annotating %s failed", item)
     return done
 
 
@@ -239,6 +243,8 @@ def _open_group_incident(services: Services, conn, group: dict[str, Any], lead_r
         severity=alert.severity, alert_id=lead_row["id"], channel=group["channel"], thread=_thread_key(group),
         workspace=services.workspace)
     alert_store.update_group(conn, group["id"], incident_id=incident_id)
+    bind(incident_id=incident_id)  # the rest of this group's log lines name it (undone by annotate_pending)
+    log.info("opened incident %s", incident_id)
 
 
 # --- alerts other integrations posted: annotated one by one in their own message's thread -----------------

@@ -51,8 +51,9 @@ def slack_client(settings: Settings) -> AsyncWebClient:
 
 class SlackAdapter:
     def __init__(self, services: Services, settings: Settings, *, redis, wake_annotator: Callable[[], None],
-                 client: AsyncWebClient | None = None) -> None:
+                 client: AsyncWebClient | None = None, dedup: Callable[[str, bool], None] | None = None) -> None:
         self.services = services
+        self.dedup = dedup  # counts retries and double clicks recognised (bot.metrics.Metrics.dedup)
         self.settings = settings
         self.redis = redis
         self.wake_annotator = wake_annotator
@@ -209,12 +210,7 @@ class SlackAdapter:
         await run_handler(self.services, "Slack", func, *args, on_error=on_error, **kwargs)
 
     async def _first_time(self, key: str, ttl: int) -> bool:
-        return await first_time(self.redis, key, ttl)
-        try:
-            return bool(await asyncio.to_thread(self.redis.set, key, "1", nx=True, ex=ttl))
-        except Exception as exc:  # without Redis we still answer; the database guards keep clicks single
-            log.warning("idempotency check unavailable (%s)", exc)
-            return True
+        return await first_time(self.redis, key, ttl, record=self.dedup)
 
     async def _email(self, user_id: str) -> str | None:
         """A user's email (users:read.email), so approvers may be listed by email; cached for 10 minutes."""

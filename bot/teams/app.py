@@ -63,8 +63,10 @@ def cloud_adapter(settings: Settings) -> CloudAdapter:
 
 
 class TeamsAdapter:
-    def __init__(self, services: Services, settings: Settings, *, redis) -> None:
+    def __init__(self, services: Services, settings: Settings, *, redis,
+                 dedup: Callable[[str, bool], None] | None = None) -> None:
         self.services = services
+        self.dedup = dedup  # counts re-deliveries and double clicks recognised (bot.metrics.Metrics.dedup)
         self.settings = settings
         self.redis = redis
         self.cloud = cloud_adapter(settings)
@@ -208,12 +210,7 @@ class TeamsAdapter:
         await run_handler(self.services, "Teams", func, *args, on_error=on_error, **kwargs)
 
     async def _first_time(self, key: str, ttl: int) -> bool:
-        return await first_time(self.redis, key, ttl)
-        try:
-            return bool(await asyncio.to_thread(self.redis.set, key, "1", nx=True, ex=ttl))
-        except Exception as exc:  # noqa: BLE001 - without Redis we still answer; the database guards hold
-            log.warning("idempotency check unavailable (%s)", exc)
-            return True
+        return await first_time(self.redis, key, ttl, record=self.dedup)
 
     async def _actor(self, context: TurnContext) -> Actor:
         """Who acted: the AAD object id as the id (stable across teams and chats), and the email or UPN from
