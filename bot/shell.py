@@ -13,7 +13,8 @@ from typing import TextIO
 
 from bot.outbox import OutboxDispatcher
 from bot.runtime import Runtime
-from engine.cards import Card, CitationsBlock, HypothesesBlock, LinksBlock, StepsBlock, TextBlock, factor_breakdown
+from engine.cards import (AlertActionsBlock, Card, CitationsBlock, HypothesesBlock, LinksBlock, StepsBlock, TextBlock,
+                          alert_action_label, factor_breakdown)
 from engine.models import Actor, ChatMessage, StepDecision
 from engine.planner import risk_label
 from engine.ports import PostedMessage
@@ -49,6 +50,8 @@ def render_text(card: Card) -> str:
             lines.extend(_step_line(s) for s in block.items)
         elif isinstance(block, LinksBlock):
             lines.extend(f"  {link.title}: {link.url}" for link in block.items)
+        elif isinstance(block, AlertActionsBlock):  # alert threads live in Slack and Teams, not here
+            lines.append("  [" + "] [".join(alert_action_label(block, a) for a in block.actions) + "]")
     return "\n".join(lines)
 
 

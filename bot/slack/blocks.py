@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine.cards import (Card, CardStep, CitationsBlock, HypothesesBlock, LinksBlock, StepsBlock, TextBlock,
-                          factor_breakdown)
+from engine.cards import (AlertActionsBlock, Card, CardStep, CitationsBlock, HypothesesBlock, LinksBlock,
+                          StepsBlock, TextBlock, alert_action_label, factor_breakdown)
 from engine.models import Hypothesis
 from engine.planner import risk_label
 
@@ -23,6 +23,7 @@ APPROVE = "warroom_approve"
 REJECT = "warroom_reject"
 FEEDBACK_UP = "warroom_feedback_up"
 FEEDBACK_DOWN = "warroom_feedback_down"
+ALERT_ACTION = "warroom_alert"   # + _noise / _silence / _investigate; the value names the alert group
 
 _STYLE_PREFIX = {"warning": ":warning: ", "error": ":x: ", "success": ":white_check_mark: ", "normal": ""}
 _STATUS_ICON = {"proposed": ":hourglass:", "queued": ":arrow_forward:", "running": ":gear:",
@@ -153,8 +154,16 @@ def _links_blocks(block: LinksBlock, more_url: str | None) -> list[dict]:
     return [_context([" · ".join(link(item.url, item.title) for item in block.items)], more_url)]
 
 
+def _alert_actions_blocks(block: AlertActionsBlock, more_url: str | None) -> list[dict]:
+    value = json.dumps({"group": block.group_id})
+    style = {"silence": "danger", "investigate": "primary"}
+    return [{"type": "actions", "block_id": f"alert_{block.group_id}_{'_'.join(block.actions)}", "elements": [
+        _button(alert_action_label(block, action), f"{ALERT_ACTION}_{action}", value, style.get(action))
+        for action in block.actions]}]
+
+
 _RENDERERS = {TextBlock: _text_blocks, HypothesesBlock: _hypotheses_blocks, CitationsBlock: _citations_blocks,
-              StepsBlock: _steps_blocks, LinksBlock: _links_blocks}
+              StepsBlock: _steps_blocks, LinksBlock: _links_blocks, AlertActionsBlock: _alert_actions_blocks}
 
 
 def render(card: Card, *, more_url: str | None = None) -> tuple[str, list[dict[str, Any]]]:

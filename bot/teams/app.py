@@ -22,13 +22,14 @@ from botbuilder.schema import Activity, ActivityTypes
 
 from bot.chat_work import first_time, run_handler
 from bot.settings import Settings
-from bot.teams.cards import APPROVE, FEEDBACK, REJECT, RETRY
+from bot.teams.cards import ALERT_ACTION, APPROVE, FEEDBACK, REJECT, RETRY
 from bot.teams.references import References, base_conversation, thread_of
 from engine.cards import notice
 from engine.models import Actor, ChatMessage, StepDecision
 from handlers.approval import Reply, decide
 from handlers.command import handle_message, reply
 from handlers.feedback import record_feedback
+from handlers.noise import alert_action
 from handlers.services import Services
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,16 @@ class TeamsAdapter:
             text = await self._within_deadline(
                 record_feedback, actor=actor, title=str(data.get("title") or ""), service=data.get("service"),
                 helpful=bool(data.get("helpful")), asker=None)
+        elif verb == ALERT_ACTION:
+            try:
+                group_id = int(data["group"])
+            except (KeyError, TypeError, ValueError):
+                return await _answer(context, 400, ERROR_TYPE, {"code": "BadRequest", "message": "no alert group"})
+            key = f"warroom:teams:invoke:{verb}:{data.get('action')}:{group_id}:{activity.reply_to_id}:{actor.id}"
+            if not await self._first_time(key, INVOKE_TTL_S):
+                return await _answer(context, 200, MESSAGE_TYPE, "Already being handled.")
+            text = await self._within_deadline(alert_action, action=str(data.get("action")), group_id=group_id,
+                                               actor=actor, asker=None)
         else:
             return await _answer(context, 400, ERROR_TYPE, {"code": "BadRequest", "message": f"unknown verb {verb!r}"})
         await _answer(context, 200, MESSAGE_TYPE, text)

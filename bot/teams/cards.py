@@ -8,8 +8,8 @@ import json
 import re
 from typing import Any
 
-from engine.cards import (Card, CardStep, CitationsBlock, HypothesesBlock, LinksBlock, StepsBlock, TextBlock,
-                          factor_breakdown)
+from engine.cards import (AlertActionsBlock, Card, CardStep, CitationsBlock, HypothesesBlock, LinksBlock,
+                          StepsBlock, TextBlock, alert_action_label, factor_breakdown)
 from engine.models import Hypothesis
 from engine.planner import risk_label
 
@@ -25,6 +25,7 @@ APPROVE = "approve"
 RETRY = "retry"
 REJECT = "reject"
 FEEDBACK = "feedback"
+ALERT_ACTION = "alert"   # data: {"action": noise | silence | investigate, "group": <alert group id>}
 
 _COLOR = {"warning": "warning", "error": "attention", "success": "good"}
 _STATUS_MARK = {"proposed": "⏳", "queued": "▶️", "running": "⚙️", "succeeded": "✅", "failed": "❌",
@@ -143,13 +144,20 @@ class _Renderer:
         return [_text(" · ".join(link(item.url, item.title) for item in block.items), self.limit, None,
                       isSubtle=True)]
 
+    def alert_actions(self, block: AlertActionsBlock) -> list[dict]:
+        style = {"silence": "destructive", "investigate": "positive"}
+        return [{"type": "ActionSet", "actions": [
+            _execute(alert_action_label(block, action), ALERT_ACTION, {"action": action, "group": block.group_id},
+                     style.get(action)) for action in block.actions]}]
+
     def card(self, card: Card) -> dict[str, Any]:
         body: list[dict] = [_text(card.title, MAX_TITLE, None, size="Large", weight="Bolder")]
         if len(card.title) > MAX_TITLE:
             body.append(_text(escape(card.title), self.limit, self.more_url))
         for block in card.blocks:
             render = {TextBlock: self.text, HypothesesBlock: self.hypotheses, CitationsBlock: self.citations,
-                      StepsBlock: self.steps, LinksBlock: self.links}[type(block)]
+                      StepsBlock: self.steps, LinksBlock: self.links,
+                      AlertActionsBlock: self.alert_actions}[type(block)]
             body.extend(render(block))
         if not self.details:
             more = f" [See the full card]({self.more_url})." if self.more_url else ""
