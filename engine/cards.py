@@ -52,12 +52,23 @@ class LinksBlock(Frozen):
     items: list[Link]
 
 
-Block = Annotated[Union[TextBlock, HypothesesBlock, CitationsBlock, StepsBlock, LinksBlock],
+class LearnBlock(Frozen):
+    """The buttons of runbook learning: "Draft runbook" on the resolve card (`draft`, with the incident), and
+    Approve / Edit / Reject on a draft card (with the draft). Edit takes corrected YAML from the reviewer."""
+
+    type: Literal["learn"] = "learn"
+    incident_id: int
+    draft_id: int | None = None
+    actions: list[Literal["draft", "approve", "edit", "reject"]] = Field(default_factory=list)
+    yaml: str = ""      # the draft's YAML, prefilled where a platform can edit in place (Teams Input.Text)
+
+
+Block = Annotated[Union[TextBlock, HypothesesBlock, CitationsBlock, StepsBlock, LinksBlock, LearnBlock],
                   Field(discriminator="type")]
 
 
 class Card(Frozen):
-    kind: Literal["annotation", "alert", "step_result", "notice", "error", "help", "status"]
+    kind: Literal["annotation", "alert", "step_result", "notice", "error", "help", "status", "runbook_draft"]
     title: str
     blocks: list[Block] = Field(default_factory=list)
 
