@@ -220,3 +220,41 @@ def test_the_similar_runbook_is_the_one_that_ran_else_the_closest_above_the_thre
     assert drafting.pick_base([a, b], vectors, draft, threshold=0.8, ran_from=set())[0] is b
     assert drafting.pick_base([a, b], vectors, draft, threshold=0.8, ran_from={"a"})[0] is a
     assert drafting.pick_base([a], vectors[:1], draft, threshold=0.8, ran_from=set())[0] is None   # 0.6 < 0.8
+
+
+def test_the_resolve_and_draft_cards_render_valid_block_kit_adaptive_cards_and_shell_text(incident, db_url, redis_url):
+    """The buttons as each platform shows them: Slack action ids the adapter routes, Teams verbs with the YAML
+    editable in place, shell commands; every rendering valid for its platform."""
+    from bot.shell import render_text
+    from bot.slack.app import _LEARN_ACTION
+    from bot.slack.blocks import render as slack_render
+    from bot.teams.cards import render as teams_render
+    from engine.cards import Card
+    from tests.slack_standin import block_kit_violations
+    from tests.teams_standin import card_violations
+
+    services, iid, _ = incident
+    _run_and_resolve(services, db_url, redis_url)
+    _say(services, "learn")
+    [draft] = _query(services, "SELECT id FROM runbook_drafts")
+    for title, buttons in [("Postmortem%%", {f"warroom_learn_draft_{iid}"}),
+                           ("Runbook draft%%", {f"warroom_learn_{a}_{draft['id']}" for a in ("approve", "edit",
+                                                                                            "reject")})]:
+        card = Card.model_validate(_query(
+            services, "SELECT card FROM outbox WHERE card->>'title' LIKE %s AND card->>'kind' <> 'notice'",
+            title)[0]["card"])
+        _, blocks = slack_render(card, more_url="https://warroom.example.com/cards/1")
+        assert block_kit_violations(blocks) == []
+        ids = {e["action_id"] for b in blocks if b["type"] == "actions" for e in b["elements"]}
+        assert buttons <= ids and all(_LEARN_ACTION.match(i) for i in buttons)
+        adaptive = teams_render(card)
+        assert card_violations(adaptive) == []
+        verbs = json.dumps(adaptive)
+        assert ('"learn_draft"' in verbs) == title.startswith("Postmortem")
+        assert ('"learn_approve"' in verbs) == title.startswith("Runbook draft")
+        text = render_text(card)
+        assert ("`learn` drafts a runbook" in text) if "Postmortem" in title else \
+            (f"`learn approve {draft['id']}`" in text and "apiVersion: warroom/v1" in text)
+    adaptive = teams_render(card)
+    [editor] = [b for b in adaptive["body"] if b["type"] == "Input.Text"]
+    assert editor["isMultiline"] and editor["value"].startswith("apiVersion: warroom/v1")
