@@ -65,8 +65,19 @@ class AlertActionsBlock(Frozen):
     silence_hours: float | None = None   # for the Silence button's label
 
 
-Block = Annotated[Union[TextBlock, HypothesesBlock, CitationsBlock, StepsBlock, LinksBlock, AlertActionsBlock],
-                  Field(discriminator="type")]
+class LearnBlock(Frozen):
+    """The buttons of runbook learning: "Draft runbook" on the resolve card (`draft`, with the incident), and
+    Approve / Edit / Reject on a draft card (with the draft). Edit takes corrected YAML from the reviewer."""
+
+    type: Literal["learn"] = "learn"
+    incident_id: int
+    draft_id: int | None = None
+    actions: list[Literal["draft", "approve", "edit", "reject"]] = Field(default_factory=list)
+    yaml: str = ""      # the draft's YAML, prefilled where a platform can edit in place (Teams Input.Text)
+
+
+Block = Annotated[Union[TextBlock, HypothesesBlock, CitationsBlock, StepsBlock, LinksBlock, AlertActionsBlock,
+                        LearnBlock], Field(discriminator="type")]
 
 
 def alert_action_label(block: AlertActionsBlock, action: str) -> str:
@@ -76,7 +87,7 @@ def alert_action_label(block: AlertActionsBlock, action: str) -> str:
 
 
 class Card(Frozen):
-    kind: Literal["annotation", "alert", "step_result", "notice", "error", "help", "status"]
+    kind: Literal["annotation", "alert", "step_result", "notice", "error", "help", "status", "runbook_draft"]
     title: str
     blocks: list[Block] = Field(default_factory=list)
 

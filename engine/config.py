@@ -222,6 +222,15 @@ class AlertsConfig(_Strict):
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
 
 
+class LearningConfig(_Strict):
+    """`/warroom learn`: runbook drafts from resolved incidents."""
+
+    # A draft updates the existing runbook (same alert or service) whose text is at least this similar (cosine of
+    # the embeddings) instead of starting a new one. A runbook whose steps the incident ran is always updated.
+    similar_runbook_threshold: float = Field(0.8, ge=0, le=1)
+    related_documents: int = Field(3, ge=0, le=10)   # retrieved documents cited in a draft
+
+
 class WarroomConfig(_Strict):
     slack: SlackConfig = Field(default_factory=SlackConfig)
     teams: TeamsConfig = Field(default_factory=TeamsConfig)
@@ -230,6 +239,7 @@ class WarroomConfig(_Strict):
     context: ContextConfig = Field(default_factory=ContextConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    learning: LearningConfig = Field(default_factory=LearningConfig)
 
     @field_validator("targets")
     @classmethod
