@@ -185,6 +185,7 @@ class SlackAdapter:
             reply(services, asker, notice("Alert", text), private=True)
 
         await self._work(act, on_error=asker)
+
     async def _on_learn_click(self, ack, body: dict, action: dict) -> None:
         """Draft runbook (resolve card), Approve / Edit / Reject (draft card): handlers.learn decides."""
         await ack()

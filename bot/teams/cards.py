@@ -152,6 +152,7 @@ class _Renderer:
         return [{"type": "ActionSet", "actions": [
             _execute(alert_action_label(block, action), ALERT_ACTION, {"action": action, "group": block.group_id},
                      style.get(action)) for action in block.actions]}]
+
     def learn(self, block: LearnBlock) -> list[dict]:
         """Runbook learning buttons; Edit is an Input.Text with the draft's YAML, sent with the `learn_edit` verb
         (Action.Execute merges the inputs into its data)."""
