@@ -13,7 +13,8 @@ from typing import TextIO
 
 from bot.outbox import OutboxDispatcher
 from bot.runtime import Runtime
-from engine.cards import Card, CitationsBlock, HypothesesBlock, LinksBlock, StepsBlock, TextBlock, factor_breakdown
+from engine.cards import (AlertActionsBlock, Card, CitationsBlock, HypothesesBlock, LearnBlock, LinksBlock,
+                          StepsBlock, TextBlock, alert_action_label, factor_breakdown)
 from engine.models import Actor, ChatMessage, StepDecision
 from engine.planner import risk_label
 from engine.ports import PostedMessage
@@ -49,7 +50,21 @@ def render_text(card: Card) -> str:
             lines.extend(_step_line(s) for s in block.items)
         elif isinstance(block, LinksBlock):
             lines.extend(f"  {link.title}: {link.url}" for link in block.items)
+        elif isinstance(block, AlertActionsBlock):  # alert threads live in Slack and Teams, not here
+            lines.append("  [" + "] [".join(alert_action_label(block, a) for a in block.actions) + "]")
+        elif isinstance(block, LearnBlock):
+            lines.extend(_learn_lines(block))
     return "\n".join(lines)
+
+
+def _learn_lines(block: LearnBlock) -> list[str]:
+    """The runbook-learning buttons as the commands that do the same."""
+    if "draft" in block.actions:
+        return ["  `learn` drafts a runbook from this incident"]
+    n = block.draft_id
+    commands = {"approve": f"`learn approve {n}`", "edit": f"`learn edit {n} <yaml>`", "reject": f"`learn reject {n}`"}
+    shown = [commands[a] for a in block.actions if a in commands]
+    return ["  " + " / ".join(shown)] if shown else []
 
 
 def _step_line(step) -> str:

@@ -52,12 +52,42 @@ class LinksBlock(Frozen):
     items: list[Link]
 
 
-Block = Annotated[Union[TextBlock, HypothesesBlock, CitationsBlock, StepsBlock, LinksBlock],
-                  Field(discriminator="type")]
+AlertAction = Literal["noise", "silence", "investigate"]
+ALERT_ACTION_LABELS: dict[str, str] = {"noise": "Mark as noise", "silence": "Silence",
+                                       "investigate": "Investigate anyway"}
+
+
+class AlertActionsBlock(Frozen):
+    """Buttons about an alert group itself (handlers/noise.py): mark it noise, silence it, investigate it."""
+    type: Literal["alert_actions"] = "alert_actions"
+    group_id: int
+    actions: list[AlertAction]
+    silence_hours: float | None = None   # for the Silence button's label
+
+
+class LearnBlock(Frozen):
+    """The buttons of runbook learning: "Draft runbook" on the resolve card (`draft`, with the incident), and
+    Approve / Edit / Reject on a draft card (with the draft). Edit takes corrected YAML from the reviewer."""
+
+    type: Literal["learn"] = "learn"
+    incident_id: int
+    draft_id: int | None = None
+    actions: list[Literal["draft", "approve", "edit", "reject"]] = Field(default_factory=list)
+    yaml: str = ""      # the draft's YAML, prefilled where a platform can edit in place (Teams Input.Text)
+
+
+Block = Annotated[Union[TextBlock, HypothesesBlock, CitationsBlock, StepsBlock, LinksBlock, AlertActionsBlock,
+                        LearnBlock], Field(discriminator="type")]
+
+
+def alert_action_label(block: AlertActionsBlock, action: str) -> str:
+    if action == "silence" and block.silence_hours:
+        return f"Silence {block.silence_hours:g} h"
+    return ALERT_ACTION_LABELS[action]
 
 
 class Card(Frozen):
-    kind: Literal["annotation", "alert", "step_result", "notice", "error", "help", "status"]
+    kind: Literal["annotation", "alert", "step_result", "notice", "error", "help", "status", "runbook_draft"]
     title: str
     blocks: list[Block] = Field(default_factory=list)
 
@@ -121,9 +151,10 @@ def _alert_line(alert: Alert) -> str:
     return f"• {alert.name}{f' ({where})' if where else ''} — {mark}"
 
 
-def alert_group_card(alerts: list[Alert]) -> Card:
+def alert_group_card(alerts: list[Alert], *, group_id: int | None = None) -> Card:
     """The one parent message of an alert group, redrawn in place as alerts join or resolve. `alerts` is each
-    alert's newest state, oldest alert first; the first one speaks for the group."""
+    alert's newest state, oldest alert first; the first one speaks for the group. With `group_id`, a firing
+    group offers "Mark as noise", which feeds the group's alert's noise score (engine/noise.py)."""
     first = alerts[0]
     firing = [a for a in alerts if a.status == "firing"]
     resolved = not firing
@@ -141,8 +172,25 @@ def alert_group_card(alerts: list[Alert]) -> Card:
                     TextBlock(text="\n".join(listed)), TextBlock(text=meta, style="muted")]
     if lead.links:
         blocks.append(LinksBlock(items=lead.links))
+    if group_id is not None and not resolved:
+        blocks.append(AlertActionsBlock(group_id=group_id, actions=["noise"]))
     return Card(kind="alert", title=f"[{icon}] {lead.name}" + (f" ×{len(alerts)}" if len(alerts) > 1 else ""),
                 blocks=blocks)
+
+
+def noise_card(alert: Alert, *, group_id: int, score: float, reasons: list[str], tuning: str | None,
+               silence_hours: float) -> Card:
+    """Posted in an alert's thread instead of hypotheses when its record says it is noise."""
+    lines = [f"This alert looks like noise (score {score:.2f}), so I am not investigating it:"]
+    lines += [f"• {reason}" for reason in reasons]
+    blocks: list = [TextBlock(text="\n".join(lines), style="warning")]
+    if tuning:
+        blocks.append(TextBlock(text=f"Tune: {tuning}.", style="muted"))
+    blocks.append(TextBlock(text="Silence it here for a while, or ask for the investigation anyway.",
+                            style="muted"))
+    blocks.append(AlertActionsBlock(group_id=group_id, actions=["silence", "investigate"],
+                                    silence_hours=silence_hours))
+    return Card(kind="notice", title=f"Probably noise: {alert.name}", blocks=blocks)
 
 
 def storm_card(groups: list[dict], *, threshold: int) -> Card:

@@ -200,13 +200,35 @@ class ExecutionConfig(_Strict):
     dry_run: bool = False      # validate, resolve credentials and say what would run, without running it
 
 
+class NoiseConfig(_Strict):
+    """When an alert counts as noise (engine/noise.py): its investigation is replaced by a note that says so
+    and offers to silence it or tune its rule."""
+
+    threshold: float = Field(0.7, gt=0, le=1)            # score at or above this: noise
+    lookback_hours: float = Field(24, gt=0, le=24 * 90)   # the record considered
+    flap_firings: int = Field(4, ge=1)                    # this many re-firings in the lookback: fully flapping
+    quick_resolve_minutes: float = Field(10, gt=0)        # resolved this fast, untouched: it went away by itself
+    mark_memory_days: float = Field(30, gt=0)             # how long a human "noise"/"signal" verdict counts
+    silence_hours: float = Field(24, gt=0, le=24 * 30)    # what the Silence button silences for
+
+
 class AlertsConfig(_Strict):
     """Alert grouping and storms: how long a group stays open to new alerts, when a channel is in a storm,
-    and how many investigations (LLM calls) a storm may cost."""
+    and how many investigations (LLM calls) a storm may cost; and when an alert is noise."""
 
     group_window_minutes: float = Field(60, gt=0, le=24 * 60)   # a group takes new alerts this long after its last
     storm_new_groups_per_minute: int = Field(10, ge=1)          # more new groups than this a minute: a storm
     storm_investigations: int = Field(3, ge=0)                  # groups investigated per storm; the rest are listed
+    noise: NoiseConfig = Field(default_factory=NoiseConfig)
+
+
+class LearningConfig(_Strict):
+    """`/warroom learn`: runbook drafts from resolved incidents."""
+
+    # A draft updates the existing runbook (same alert or service) whose text is at least this similar (cosine of
+    # the embeddings) instead of starting a new one. A runbook whose steps the incident ran is always updated.
+    similar_runbook_threshold: float = Field(0.8, ge=0, le=1)
+    related_documents: int = Field(3, ge=0, le=10)   # retrieved documents cited in a draft
 
 
 class WarroomConfig(_Strict):
@@ -217,6 +239,7 @@ class WarroomConfig(_Strict):
     context: ContextConfig = Field(default_factory=ContextConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    learning: LearningConfig = Field(default_factory=LearningConfig)
 
     @field_validator("targets")
     @classmethod

@@ -174,18 +174,31 @@ def _same_name(a: str, b: str) -> bool:
 
 def _store(pool: ConnectionPool, doc: ParsedDocument, windows: list[tuple[np.ndarray, list[str]]],
            workspace: str) -> None:
-    metadata = {**doc.metadata, "index_version": INDEX_VERSION}
     with pool.connection() as conn, conn.transaction():
-        doc_id = kb.upsert_document(conn, source=doc.source, source_type=doc.source_type, title=doc.title,
-                                    content_hash=doc.content_hash, services=doc.services,
-                                    metadata=metadata, workspace=workspace)
-        kb.replace_chunks(conn, document_id=doc_id, chunks=doc.chunks, windows=[v for v, _ in windows],
-                          window_hashes=[h for _, h in windows], workspace=workspace)
-        if doc.runbook:
-            rb.upsert_runbook(conn, spec=doc.runbook, content_hash=doc.content_hash, document_id=doc_id,
-                              workspace=workspace)
-        else:
-            rb.deactivate_for_document(conn, doc_id)
+        store_in(conn, doc, windows, workspace=workspace)
+
+
+def embed_parsed(pool: ConnectionPool, embedder: Embedder, doc: ParsedDocument, *, workspace: str = "default"
+                 ) -> list[tuple[np.ndarray, list[str]]]:
+    """A parsed document's window vectors, for `store_in`: the slow part, done before a transaction opens."""
+    return _embed_documents(pool, embedder, [doc], workspace)[0]
+
+
+def store_in(conn, doc: ParsedDocument, windows: list[tuple[np.ndarray, list[str]]], *,
+             workspace: str = "default") -> tuple[int, tuple[int, bool] | None]:
+    """Store a document inside the caller's transaction (an approved runbook draft is stored with its audit
+    entry). Returns (document id, (runbook row id, new version?) for an executable runbook)."""
+    metadata = {**doc.metadata, "index_version": INDEX_VERSION}
+    doc_id = kb.upsert_document(conn, source=doc.source, source_type=doc.source_type, title=doc.title,
+                                content_hash=doc.content_hash, services=doc.services,
+                                metadata=metadata, workspace=workspace)
+    kb.replace_chunks(conn, document_id=doc_id, chunks=doc.chunks, windows=[v for v, _ in windows],
+                      window_hashes=[h for _, h in windows], workspace=workspace)
+    if doc.runbook:
+        return doc_id, rb.upsert_runbook(conn, spec=doc.runbook, content_hash=doc.content_hash,
+                                         document_id=doc_id, workspace=workspace)
+    rb.deactivate_for_document(conn, doc_id)
+    return doc_id, None
 
 
 # --- retrieval ------------------------------------------------------------------------------------------------

@@ -6,15 +6,19 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
+from engine.cards import alert_card, alert_group_card, noise_card, notice, storm_card
 from engine.log_context import bind, log_context
-from engine.cards import alert_card, alert_group_card, notice, storm_card
 from engine.models import Alert, Annotation
+from engine.noise import NoiseScore
+from engine.noise import score as noise_score
 from engine.plans import store_annotation_plan
 from handlers.annotate import annotate
 from handlers.dispatch import auto_run
 from handlers.services import Services
 from storage import alerts as alert_store
+from storage import audit
 from storage import incidents as incident_store
+from storage import noise as noise_store
 from storage import outbox
 
 log = logging.getLogger(__name__)
@@ -118,15 +122,18 @@ def annotate_group(services: Services, group_id: int) -> bool:
 
     First time: a parent card (or a storm-summary line) and the group's one investigation in its thread.
     Later: the card redrawn in place, coalesced with any update still queued. All resolved: closed."""
+    if _held_by_silence(services, group_id):
+        return True
     group = _place(services, group_id)
-    lead_row = None
+    lead_row = noise = None
     if _wants_investigation(group):
         with services.pool.connection() as conn:
             lead_row = alert_store.first_firing(conn, group_id)
+            noise = _noise(services, conn, lead_row) if lead_row else None
     # The expensive part (retrieval, LLM) runs outside any transaction; its result is used only if the group
-    # still has not been investigated when we commit.
+    # still has not been investigated when we commit. A noisy alert gets a short note instead.
     investigation = annotate(services, alert=Alert.model_validate(lead_row["payload"]),
-                             alert_id=lead_row["id"]) if lead_row else None
+                             alert_id=lead_row["id"]) if lead_row and not (noise and noise.noisy) else None
     queued: list[int] = []
     with services.pool.connection() as conn, conn.transaction():
         group = conn.execute("SELECT * FROM alert_groups WHERE id = %s FOR UPDATE", (group_id,)).fetchone()
@@ -139,6 +146,8 @@ def annotate_group(services: Services, group_id: int) -> bool:
             _show_group(services, conn, group, alerts)
         if investigation and lead_row and group["investigated_at"] is None:
             queued = _post_investigation(services, conn, group, lead_row, *investigation)
+        elif noise and noise.noisy and lead_row and group["investigated_at"] is None:
+            _post_noise(services, conn, group, lead_row, noise)
         if firing and group["incident_id"] is None and group["channel"]:
             _open_group_incident(services, conn, group, firing[0])
         if not firing:  # every alert of the group resolved: marked on the card, and later alerts start anew
@@ -172,11 +181,78 @@ def _place(services: Services, group_id: int) -> dict[str, Any]:
                                        window_minutes=cfg.group_window_minutes, workspace=services.workspace)
 
 
+def _held_by_silence(services: Services, group_id: int) -> bool:
+    """A new group whose alert is silenced is stored and claimed but never shown (decided before it is placed,
+    once, and audited); a group already shown when the silence began is kept up to date as before."""
+    now = datetime.now(timezone.utc)
+    with services.pool.connection() as conn, conn.transaction():
+        group = conn.execute("SELECT * FROM alert_groups WHERE id = %s FOR UPDATE", (group_id,)).fetchone()
+        if group["placement"] is not None:
+            return False
+        if not group["silenced"]:
+            lead = alert_store.first_firing(conn, group_id)
+            silence = lead and noise_store.active_silence(conn, lead["fingerprint"], now=now,
+                                                          workspace=services.workspace)
+            if not silence:
+                return False
+            alert_store.update_group(conn, group_id, silenced=True, annotated_at=now)
+            audit.append(conn, actor="warroom", action="alert.silenced", subject=f"alert:{lead['id']}",
+                         detail={"silence": silence["id"], "until": silence["ends_at"], "by": silence["actor"]},
+                         workspace=services.workspace)
+        alert_store.claim_group_alerts(conn, group_id)
+        return True
+
+
+def _noise(services: Services, conn, lead_row: dict[str, Any]) -> NoiseScore:
+    cfg = services.config.alerts.noise
+    facts = noise_store.facts(conn, lead_row, cfg, now=datetime.now(timezone.utc), workspace=services.workspace)
+    return noise_score(facts, cfg)
+
+
+def _post_noise(services: Services, conn, group: dict[str, Any], lead_row: dict[str, Any], noise: NoiseScore) -> None:
+    """The group's note instead of an investigation: why it looks like noise, and what to do about it."""
+    alert = Alert.model_validate(lead_row["payload"])
+    card = noise_card(alert, group_id=group["id"], score=noise.score, reasons=noise.reasons, tuning=noise.tuning,
+                      silence_hours=services.config.alerts.noise.silence_hours)
+    for platform, channel in destinations(services):
+        outbox.enqueue(conn, platform=platform, channel=channel, op="post", thread_key=group_thread_key(group),
+                       message_key=f"noise:group:{group['id']}", card=json.loads(card.model_dump_json()))
+    alert_store.update_group(conn, group["id"], investigated_at=datetime.now(timezone.utc), noise_score=noise.score)
+    audit.append(conn, actor="warroom", action="alert.noise", subject=f"alert:{lead_row['id']}",
+                 detail={"score": noise.score, "reasons": noise.reasons, "group": group["id"]},
+                 workspace=services.workspace)
+
+
+def investigate_anyway(services: Services, group_id: int) -> bool:
+    """The investigation a noise note stood in for, on request; False when someone already asked for it. The
+    request is recorded first (under the group's lock) so two clicks start one investigation."""
+    with services.pool.connection() as conn, conn.transaction():
+        group = conn.execute("SELECT * FROM alert_groups WHERE id = %s FOR UPDATE", (group_id,)).fetchone()
+        if group is None or group["noise_overridden_at"] is not None:
+            return False
+        alert_store.update_group(conn, group_id, noise_overridden_at=datetime.now(timezone.utc))
+        lead_row = alert_store.first_firing(conn, group_id)
+    if lead_row is None:
+        return False
+    try:
+        investigation = annotate(services, alert=Alert.model_validate(lead_row["payload"]), alert_id=lead_row["id"])
+        with services.pool.connection() as conn, conn.transaction():
+            group = conn.execute("SELECT * FROM alert_groups WHERE id = %s FOR UPDATE", (group_id,)).fetchone()
+            queued = _post_investigation(services, conn, group, lead_row, *investigation)
+    except Exception:
+        with services.pool.connection() as conn:  # let the next click try again
+            alert_store.update_group(conn, group_id, noise_overridden_at=None)
+        raise
+    for step_id in queued:
+        services.dispatch(step_id)
+    return True
+
+
 def _wants_investigation(group: dict[str, Any]) -> bool:
     return group["placement"] is not None and group["investigate"] and group["investigated_at"] is None
 
 
-def _thread_key(group: dict[str, Any]) -> str:
+def group_thread_key(group: dict[str, Any]) -> str:
     """The message the group's conversation hangs off: its parent, or the storm summary it is listed in."""
     if group["placement"] == "storm":
         return f"storm:{group['storm_id']}"
@@ -187,8 +263,8 @@ def _show_group(services: Services, conn, group: dict[str, Any], alerts: list[Al
     if group["placement"] == "storm":
         _show_storm(services, conn, group["storm_id"])
     else:
-        card = json.loads(alert_group_card(alerts).model_dump_json())
-        key = _thread_key(group)
+        card = json.loads(alert_group_card(alerts, group_id=group["id"]).model_dump_json())
+        key = group_thread_key(group)
         for platform, channel in destinations(services):
             if group["posted_at"] is None:
                 outbox.enqueue(conn, platform=platform, channel=channel, op="post", message_key=key, card=card)
@@ -218,7 +294,7 @@ def _post_investigation(services: Services, conn, group: dict[str, Any], lead_ro
                         annotation: Annotation, runbook_row) -> list[int]:
     """The group's one annotation, in its thread; returns the steps auto-run queued."""
     alert = Alert.model_validate(lead_row["payload"])
-    thread = _thread_key(group)
+    thread = group_thread_key(group)
     targets = destinations(services)
     platform, channel = targets[0] if targets else (None, None)
     plan_id, card = store_annotation_plan(
@@ -240,7 +316,7 @@ def _open_group_incident(services: Services, conn, group: dict[str, Any], lead_r
         return
     incident_id = incident_store.open_incident(
         conn, title=f"{alert.name}: {alert.summary}"[:200], service=alert.service, environment=alert.environment,
-        severity=alert.severity, alert_id=lead_row["id"], channel=group["channel"], thread=_thread_key(group),
+        severity=alert.severity, alert_id=lead_row["id"], channel=group["channel"], thread=group_thread_key(group),
         workspace=services.workspace)
     alert_store.update_group(conn, group["id"], incident_id=incident_id)
     bind(incident_id=incident_id)  # the rest of this group's log lines name it (undone by annotate_pending)

@@ -14,6 +14,7 @@ from handlers.annotate import annotate
 from handlers.dispatch import auto_run
 from handlers.freeze import handle_freeze, is_freeze_command
 from handlers.incident import diagnosed, handle_lifecycle, handle_lifecycle_command, is_lifecycle_command
+from handlers.learn import Where, handle_learn_command, is_learn_command
 from handlers.services import Services
 from storage import alerts as alert_store
 from storage import incidents as incident_store
@@ -29,6 +30,9 @@ HELP = """Ask in plain words, or use a sub-command:
   ack | resolve [why] | escalate [why]   move the open incident along
   investigating | mitigated | inconclusive [note]   say where the investigation is
   learned [note]             the postmortem is done (after resolve)
+  learn                      draft a runbook from the resolved incident here (what ran, cited), for review
+  learn approve|reject N     decide runbook draft N (approvers only); approval makes a new runbook version
+  learn edit N <yaml>        replace draft N with corrected runbook YAML (validated before it is stored)
   freeze [service] [why]     emergency stop: no state change is approved or started until unfreeze
   unfreeze [service]         lift a freeze (approvers only)
   help                       this text
@@ -48,6 +52,14 @@ def handle_message(services: Services, message: ChatMessage) -> Classification:
         card, public = handle_freeze(services, message, text)
         reply(services, message, card, private=not public)
         return Classification(intent=Intent.run_action, confidence=1.0, layer="subcommand", text=text)
+    if is_learn_command(text):  # runbook drafts: not an intent of its own either (the intent list is fixed)
+        # The raw text keeps its newlines: `learn edit N` carries YAML.
+        raw = _ADDRESSED.sub("", message.text).strip() or text
+        card, public = handle_learn_command(services, message.user, raw, Where(
+            platform=message.platform, channel=message.channel, thread_id=message.thread,
+            thread_key=_thread_key(services, message)))
+        reply(services, message, card, private=not public)
+        return Classification(intent=Intent.incident_status, confidence=1.0, layer="subcommand", text=text)
     if is_lifecycle_command(text):  # mitigated, learned, …: incident moves that are not intents of their own
         card, public = handle_lifecycle_command(services, message, text, thread_key=_thread_key(services, message))
         reply(services, message, card, private=not public)

@@ -10,7 +10,7 @@ import logging
 from datetime import datetime, timezone
 
 from engine import incident_hooks, lifecycle, summaries
-from engine.cards import Card, notice
+from engine.cards import Card, LearnBlock, notice
 from engine.models import ChatMessage, Intent
 from engine.precedents import load_incident_document
 from handlers.services import Services
@@ -170,8 +170,11 @@ def _post_postmortem(conn, services: Services, message: ChatMessage, incident: d
     """Draft the postmortem in the resolve's transaction (stored and queued with it, or not at all) and post it
     in the incident's thread: under the alert message when the bot knows it, else where resolve was typed."""
     facts = summaries.gather(conn, incident, workspace=services.workspace)
-    card = json.loads(summaries.postmortem_card(facts, root_cause=root_cause, resolved_by=resolved_by)
-                      .model_dump_json())
+    postmortem = summaries.postmortem_card(facts, root_cause=root_cause, resolved_by=resolved_by)
+    # The resolve card offers to turn what worked into a runbook (handlers.learn).
+    postmortem = postmortem.model_copy(update={"blocks": [*postmortem.blocks, LearnBlock(
+        incident_id=incident["id"], actions=["draft"])]})
+    card = json.loads(postmortem.model_dump_json())
     incident_store.save_postmortem(conn, incident_id=incident["id"], author=resolved_by, root_cause=root_cause,
                                    card=card, workspace=services.workspace)
     thread_key = incident["thread"] if incident["thread"] and (

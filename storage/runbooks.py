@@ -61,3 +61,19 @@ def runbooks_by_document(conn: psycopg.Connection, document_ids: Sequence[int]) 
 
 def deactivate_for_document(conn: psycopg.Connection, document_id: int) -> None:
     conn.execute("UPDATE runbooks SET active = false WHERE document_id = %s AND active", (document_id,))
+
+
+def get_version(conn: psycopg.Connection, pk: int) -> dict[str, Any] | None:
+    return conn.execute("SELECT * FROM runbooks WHERE id = %s", (pk,)).fetchone()
+
+
+def active_version(conn: psycopg.Connection, runbook_id: str, *, workspace: str = "default",
+                   lock: bool = False) -> dict[str, Any] | None:
+    return conn.execute("SELECT * FROM runbooks WHERE workspace = %s AND runbook_id = %s AND active"
+                        + (" FOR UPDATE" if lock else ""), (workspace, runbook_id)).fetchone()
+
+
+def versions(conn: psycopg.Connection, runbook_id: str, *, workspace: str = "default") -> list[dict[str, Any]]:
+    """Every version of a runbook, oldest first (older ones inactive, kept)."""
+    return conn.execute("SELECT * FROM runbooks WHERE workspace = %s AND runbook_id = %s ORDER BY version",
+                        (workspace, runbook_id)).fetchall()

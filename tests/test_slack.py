@@ -299,6 +299,12 @@ def test_webhook_alerts_get_a_parent_message_and_an_annotation_in_its_thread(sla
                                     and m.get("thread_ts") is None)
     annotation = slack.wait_for_message(ALERTS, lambda m: m.get("thread_ts") == parent["ts"])
     assert "warroom on PaymentsHighErrorRate" in _text_of(annotation)
+    # the parent offers "Mark as noise", which feeds the alert's noise score (tests/test_noise.py)
+    value = _buttons(parent)["warroom_alert_noise"]
+    slack.click("warroom_alert_noise", value, channel=ALERTS, message_ts=parent["ts"], user="U0CAROL")
+    slack.wait_for_ephemeral(ALERTS, "U0CAROL", "Recorded: PaymentsHighErrorRate is noise")
+    assert slack.served.query("SELECT alert_name, verdict, actor FROM alert_verdicts") \
+        == [("PaymentsHighErrorRate", "noise", "carol@example.com")]
 
 
 def test_the_bot_never_answers_its_own_messages(slack):

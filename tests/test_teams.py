@@ -314,6 +314,11 @@ def test_webhook_alerts_are_posted_proactively_and_annotated_in_their_reply_chai
     assert any(c["body"]["activity"]["attachments"] for c in teams.standin.calls_to("create", ALERTS))
     annotation = teams.wait_for_message(ALERTS, lambda m: m["thread"] == parent["id"])
     assert "warroom on PaymentsHighErrorRate" in text_of(annotation)
+    noise = next(a for a in actions_of(parent) if a["verb"] == "alert" and a["data"]["action"] == "noise")
+    status, answer, _ = teams.click("alert", noise["data"], channel=ALERTS, root=parent["id"],
+                                    message_id=parent["id"], user=ALICE)
+    assert status == 200 and "Recorded: PaymentsHighErrorRate is noise" in answer["value"]
+    assert teams.served.query("SELECT verdict, actor FROM alert_verdicts") == [("noise", "alice@example.com")]
     assert teams.standin.violations == []
 
 

@@ -19,7 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.chat_work import first_time, run_handler
 from bot.settings import Settings
-from bot.slack.blocks import APPROVE, FEEDBACK_DOWN, FEEDBACK_UP, REJECT
+from bot.slack.blocks import ALERT_ACTION, APPROVE, FEEDBACK_DOWN, FEEDBACK_UP, LEARN, REJECT
 from bot.slack.integrations import parse_integration_message
 from bot.slack.port import permalink
 from engine.cards import notice
@@ -28,6 +28,8 @@ from handlers.alert import receive_from_chat
 from handlers.approval import click
 from handlers.command import handle_message, reply
 from handlers.feedback import record_feedback
+from handlers.noise import alert_action
+from handlers.learn import Where, click_and_reply
 from handlers.services import Services
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ THREAD_CONTEXT_LIMIT = 20
 _MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
 _STEP_ACTION = re.compile(rf"^({APPROVE}|{REJECT})_\d+(_retry)?$")
 _FEEDBACK_ACTION = re.compile(rf"^({FEEDBACK_UP}|{FEEDBACK_DOWN})_\d+$")
+_ALERT_ACTION = re.compile(rf"^{ALERT_ACTION}_(noise|silence|investigate)$")
+_LEARN_ACTION = re.compile(rf"^{LEARN}_(draft|approve|edit|reject)_\d+$")
 
 
 def slack_client(settings: Settings) -> AsyncWebClient:
@@ -93,6 +97,8 @@ class SlackAdapter:
         app.command(re.compile(r"^/"))(self._on_command)
         app.action(_STEP_ACTION)(self._on_step_click)
         app.action(_FEEDBACK_ACTION)(self._on_feedback)
+        app.action(_ALERT_ACTION)(self._on_alert_action)
+        app.action(_LEARN_ACTION)(self._on_learn_click)
         app.event("app_mention")(self._on_mention)
         app.event("message")(self._on_message)
         app.error(self._on_error)
@@ -155,6 +161,57 @@ class SlackAdapter:
             reply(services, asker, notice("Feedback recorded", text, style="success"), private=True)
 
         await self._work(vote, on_error=asker)
+
+    async def _on_alert_action(self, ack, body: dict, action: dict) -> None:
+        """Mark as noise / Silence / Investigate anyway, on an alert group's messages."""
+        await ack()
+        user = body["user"]["id"]
+        container = body.get("container") or {}
+        if not await self._first_time(
+                f"warroom:slack:click:{action['action_id']}:{container.get('message_ts')}:{user}", CLICK_TTL_S):
+            return
+        try:
+            group_id = int(json.loads(action.get("value") or "{}")["group"])
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+            log.warning("ignoring an alert button without a group: %r", action.get("value"))
+            return
+        channel = (body.get("channel") or {}).get("id") or container.get("channel_id")
+        thread_ts = (body.get("message") or {}).get("thread_ts") or (body.get("message") or {}).get("ts")
+        actor = Actor(id=user, platform=PLATFORM, name=body["user"].get("username"), email=await self._email(user))
+        asker = ChatMessage(platform=PLATFORM, channel=channel, text="", user=actor, thread=thread_ts)
+        verb = _ALERT_ACTION.match(action["action_id"]).group(1)
+
+        def act(services: Services) -> None:
+            text = alert_action(services, action=verb, group_id=group_id, actor=actor)
+            reply(services, asker, notice("Alert", text), private=True)
+
+        await self._work(act, on_error=asker)
+
+    async def _on_learn_click(self, ack, body: dict, action: dict) -> None:
+        """Draft runbook (resolve card), Approve / Edit / Reject (draft card): handlers.learn decides."""
+        await ack()
+        user = body["user"]["id"]
+        container = body.get("container") or {}
+        message_ts = container.get("message_ts") or (body.get("message") or {}).get("ts")
+        if not await self._first_time(f"warroom:slack:click:{action['action_id']}:{message_ts}:{user}", CLICK_TTL_S):
+            return
+        try:
+            value = json.loads(action.get("value") or "{}")
+            incident_id = int(value["incident_id"])
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+            log.warning("ignoring a learn button without an incident id: %r", action.get("value"))
+            return
+        draft_id = value.get("draft_id")
+        channel = (body.get("channel") or {}).get("id") or container.get("channel_id")
+        thread_ts = (body.get("message") or {}).get("thread_ts") or container.get("thread_ts") or message_ts
+        actor = Actor(id=user, platform=PLATFORM, name=body["user"].get("username") or body["user"].get("name"),
+                      email=await self._email(user))
+        verb = _LEARN_ACTION.match(action["action_id"]).group(1)
+        await self._work(click_and_reply, actor, action=verb, incident_id=incident_id,
+                         draft_id=int(draft_id) if draft_id is not None else None,
+                         where=Where(platform=PLATFORM, channel=channel, thread_id=thread_ts),
+                         on_error=ChatMessage(platform=PLATFORM, channel=channel, text="", user=actor,
+                                              thread=thread_ts))
 
     async def _on_mention(self, event: dict) -> None:
         """`@warroom ...` anywhere: answer in the thread, with the thread so far as context."""

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine.cards import (Card, CardStep, CitationsBlock, HypothesesBlock, LinksBlock, StepsBlock, TextBlock,
-                          factor_breakdown)
+from engine.cards import (AlertActionsBlock, Card, CardStep, CitationsBlock, HypothesesBlock, LearnBlock,
+                          LinksBlock, StepsBlock, TextBlock, alert_action_label, factor_breakdown)
 from engine.models import Hypothesis
 from engine.planner import risk_label
 
@@ -23,6 +23,8 @@ APPROVE = "warroom_approve"
 REJECT = "warroom_reject"
 FEEDBACK_UP = "warroom_feedback_up"
 FEEDBACK_DOWN = "warroom_feedback_down"
+ALERT_ACTION = "warroom_alert"   # + _noise / _silence / _investigate; the value names the alert group
+LEARN = "warroom_learn"     # warroom_learn_<draft|approve|edit|reject>_<incident or draft id>
 
 _STYLE_PREFIX = {"warning": ":warning: ", "error": ":x: ", "success": ":white_check_mark: ", "normal": ""}
 _STATUS_ICON = {"proposed": ":hourglass:", "queued": ":arrow_forward:", "running": ":gear:",
@@ -153,8 +155,34 @@ def _links_blocks(block: LinksBlock, more_url: str | None) -> list[dict]:
     return [_context([" · ".join(link(item.url, item.title) for item in block.items)], more_url)]
 
 
+def _alert_actions_blocks(block: AlertActionsBlock, more_url: str | None) -> list[dict]:
+    value = json.dumps({"group": block.group_id})
+    style = {"silence": "danger", "investigate": "primary"}
+    return [{"type": "actions", "block_id": f"alert_{block.group_id}_{'_'.join(block.actions)}", "elements": [
+        _button(alert_action_label(block, action), f"{ALERT_ACTION}_{action}", value, style.get(action))
+        for action in block.actions]}]
+
+
+_LEARN_BUTTONS = {"draft": ("Draft runbook", None), "approve": ("Approve", "primary"), "edit": ("Edit", None),
+                  "reject": ("Reject", "danger")}
+
+
+def _learn_blocks(block: LearnBlock, more_url: str | None) -> list[dict]:
+    """Runbook learning buttons. Edit has no modal here (that needs views.open): its click answers with how to
+    send corrected YAML (`/warroom learn edit N`)."""
+    value = json.dumps({"incident_id": block.incident_id, "draft_id": block.draft_id})
+    subject = block.draft_id if block.draft_id is not None else block.incident_id
+    buttons = [_button(_LEARN_BUTTONS[a][0], f"{LEARN}_{a}_{subject}", value, _LEARN_BUTTONS[a][1])
+               for a in block.actions]
+    if not buttons:
+        return []
+    block_id = f"learn_{block.draft_id}" if block.draft_id is not None else f"learn_incident_{block.incident_id}"
+    return [{"type": "actions", "block_id": block_id, "elements": buttons}]
+
+
 _RENDERERS = {TextBlock: _text_blocks, HypothesesBlock: _hypotheses_blocks, CitationsBlock: _citations_blocks,
-              StepsBlock: _steps_blocks, LinksBlock: _links_blocks}
+              StepsBlock: _steps_blocks, LinksBlock: _links_blocks, AlertActionsBlock: _alert_actions_blocks,
+              LearnBlock: _learn_blocks}
 
 
 def render(card: Card, *, more_url: str | None = None) -> tuple[str, list[dict[str, Any]]]:

@@ -22,13 +22,15 @@ from botbuilder.schema import Activity, ActivityTypes
 
 from bot.chat_work import first_time, run_handler
 from bot.settings import Settings
-from bot.teams.cards import APPROVE, FEEDBACK, REJECT, RETRY
+from bot.teams.cards import ALERT_ACTION, APPROVE, FEEDBACK, LEARN, REJECT, RETRY, YAML_INPUT
 from bot.teams.references import References, base_conversation, thread_of
 from engine.cards import notice
 from engine.models import Actor, ChatMessage, StepDecision
 from handlers.approval import Reply, decide
 from handlers.command import handle_message, reply
 from handlers.feedback import record_feedback
+from handlers.noise import alert_action
+from handlers.learn import Where, click_and_reply
 from handlers.services import Services
 
 log = logging.getLogger(__name__)
@@ -163,6 +165,30 @@ class TeamsAdapter:
             text = await self._within_deadline(
                 record_feedback, actor=actor, title=str(data.get("title") or ""), service=data.get("service"),
                 helpful=bool(data.get("helpful")), asker=None)
+        elif verb == ALERT_ACTION:
+            try:
+                group_id = int(data["group"])
+            except (KeyError, TypeError, ValueError):
+                return await _answer(context, 400, ERROR_TYPE, {"code": "BadRequest", "message": "no alert group"})
+            key = f"warroom:teams:invoke:{verb}:{data.get('action')}:{group_id}:{activity.reply_to_id}:{actor.id}"
+            if not await self._first_time(key, INVOKE_TTL_S):
+                return await _answer(context, 200, MESSAGE_TYPE, "Already being handled.")
+            text = await self._within_deadline(alert_action, action=str(data.get("action")), group_id=group_id,
+                                               actor=actor, asker=None)
+        elif isinstance(verb, str) and verb.startswith(LEARN) and verb[len(LEARN):] in ("draft", "approve", "edit",
+                                                                                           "reject"):
+            try:
+                incident_id = int(data["incident_id"])
+                draft_id = int(data["draft_id"]) if data.get("draft_id") is not None else None
+            except (KeyError, TypeError, ValueError):
+                return await _answer(context, 400, ERROR_TYPE, {"code": "BadRequest", "message": "no incident id"})
+            key = f"warroom:teams:invoke:{verb}:{draft_id or incident_id}:{activity.reply_to_id}:{actor.id}"
+            if not await self._first_time(key, INVOKE_TTL_S):
+                return await _answer(context, 200, MESSAGE_TYPE, "Already being handled.")
+            where = Where(platform=PLATFORM, channel=channel, thread_id=thread_of(conversation.id))
+            text = await self._within_deadline(click_and_reply, actor, action=verb[len(LEARN):],
+                                               incident_id=incident_id, draft_id=draft_id, where=where,
+                                               yaml_text=str(data.get(YAML_INPUT) or ""), asker=None)
         else:
             return await _answer(context, 400, ERROR_TYPE, {"code": "BadRequest", "message": f"unknown verb {verb!r}"})
         await _answer(context, 200, MESSAGE_TYPE, text)

@@ -8,8 +8,8 @@ import json
 import re
 from typing import Any
 
-from engine.cards import (Card, CardStep, CitationsBlock, HypothesesBlock, LinksBlock, StepsBlock, TextBlock,
-                          factor_breakdown)
+from engine.cards import (AlertActionsBlock, Card, CardStep, CitationsBlock, HypothesesBlock, LearnBlock,
+                          LinksBlock, StepsBlock, TextBlock, alert_action_label, factor_breakdown)
 from engine.models import Hypothesis
 from engine.planner import risk_label
 
@@ -25,6 +25,10 @@ APPROVE = "approve"
 RETRY = "retry"
 REJECT = "reject"
 FEEDBACK = "feedback"
+ALERT_ACTION = "alert"   # data: {"action": noise | silence | investigate, "group": <alert group id>}
+LEARN = "learn_"            # learn_draft, learn_approve, learn_edit, learn_reject
+YAML_INPUT = "runbook_yaml"
+MAX_PREFILLED_YAML = 6000   # a longer draft is not prefilled (a cut YAML would be a wrong edit); it is pasted
 
 _COLOR = {"warning": "warning", "error": "attention", "success": "good"}
 _STATUS_MARK = {"proposed": "⏳", "queued": "▶️", "running": "⚙️", "succeeded": "✅", "failed": "❌",
@@ -143,13 +147,36 @@ class _Renderer:
         return [_text(" · ".join(link(item.url, item.title) for item in block.items), self.limit, None,
                       isSubtle=True)]
 
+    def alert_actions(self, block: AlertActionsBlock) -> list[dict]:
+        style = {"silence": "destructive", "investigate": "positive"}
+        return [{"type": "ActionSet", "actions": [
+            _execute(alert_action_label(block, action), ALERT_ACTION, {"action": action, "group": block.group_id},
+                     style.get(action)) for action in block.actions]}]
+
+    def learn(self, block: LearnBlock) -> list[dict]:
+        """Runbook learning buttons; Edit is an Input.Text with the draft's YAML, sent with the `learn_edit` verb
+        (Action.Execute merges the inputs into its data)."""
+        data = {"incident_id": block.incident_id, "draft_id": block.draft_id}
+        titles = {"draft": ("Draft runbook", None), "approve": ("Approve", "positive"),
+                  "reject": ("Reject", "destructive"), "edit": ("Save edit", None)}
+        out: list[dict] = []
+        if "edit" in block.actions:
+            prefill = block.yaml if len(block.yaml) <= MAX_PREFILLED_YAML else ""
+            out.append({"type": "Input.Text", "id": YAML_INPUT, "isMultiline": True, "value": prefill,
+                        "placeholder": "Corrected runbook YAML", "label": "Edit the draft"})
+        actions = [_execute(titles[a][0], LEARN + a, data, titles[a][1]) for a in block.actions]
+        if actions:
+            out.append({"type": "ActionSet", "actions": actions})
+        return out
+
     def card(self, card: Card) -> dict[str, Any]:
         body: list[dict] = [_text(card.title, MAX_TITLE, None, size="Large", weight="Bolder")]
         if len(card.title) > MAX_TITLE:
             body.append(_text(escape(card.title), self.limit, self.more_url))
         for block in card.blocks:
             render = {TextBlock: self.text, HypothesesBlock: self.hypotheses, CitationsBlock: self.citations,
-                      StepsBlock: self.steps, LinksBlock: self.links}[type(block)]
+                      StepsBlock: self.steps, LinksBlock: self.links, AlertActionsBlock: self.alert_actions,
+                      LearnBlock: self.learn}[type(block)]
             body.extend(render(block))
         if not self.details:
             more = f" [See the full card]({self.more_url})." if self.more_url else ""
