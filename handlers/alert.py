@@ -116,6 +116,11 @@ def annotate_alert(services: Services, row: dict[str, Any]) -> bool:
 
 
 def annotate_group(services: Services, group_id: int) -> bool:
+    with log_context(group_id=group_id):  # ids bound while publishing it (its incident's) end with it
+        return _annotate_group(services, group_id)
+
+
+def _annotate_group(services: Services, group_id: int) -> bool:
     """Bring a group's chat presence up to date with its alerts, at-least-once made effectively-once: the
     alerts are claimed in the same transaction that queues the messages, so a crash before the commit leaves
     them pending (redone after a restart) and a second annotator finds nothing left to claim.
@@ -319,7 +324,7 @@ def _open_group_incident(services: Services, conn, group: dict[str, Any], lead_r
         severity=alert.severity, alert_id=lead_row["id"], channel=group["channel"], thread=group_thread_key(group),
         workspace=services.workspace)
     alert_store.update_group(conn, group["id"], incident_id=incident_id)
-    bind(incident_id=incident_id)  # the rest of this group's log lines name it (undone by annotate_pending)
+    bind(incident_id=incident_id)  # the rest of this group's log lines name it (undone by annotate_group)
     log.info("opened incident %s", incident_id)
 
 
