@@ -9,9 +9,12 @@ say everything, so `advance` may run any number of times, from anywhere, and doe
   A failed rollback stops the rest of the chain: a person takes over.
 - A step that needs one that will never succeed (rejected, refused, expired, skipped) is skipped.
 
-Concurrency: the plan row is locked first (workers advancing one plan take turns), then the steps not yet started
-(a click deciding one of them, engine.plans.approve_and_queue, holds its row the same way), and only then are the
-statuses read, in a new statement that sees every commit made while we waited."""
+Concurrency: every step change is audited, and audit appends take one lock (storage.audit.lock_chain) held to
+commit, so `advance` takes it first and reads the statuses after: workers advancing plans take turns and each sees
+the others' commits. A step row another transaction holds (a click deciding it) is left alone, never waited for
+(waiting there while holding the chain lock would deadlock): that click reads the statuses under the same lock
+after we commit, and queues the step itself (engine.plans.approve_and_queue). What is left over either way, the
+sweeper's next pass finishes."""
 from __future__ import annotations
 
 import logging
@@ -48,9 +51,7 @@ def advance(conn: psycopg.Connection, plan_id: int, *, config: WarroomConfig | N
     """Inside the caller's transaction. Without `config` (a sweeper that has none) a rollback chain is not
     started; everything else is done."""
     out = Advance()
-    if plan_store.lock_plan(conn, plan_id) is None:
-        return out
-    plan_store.lock_waiting_steps(conn, plan_id)
+    audit.lock_chain(conn)
     steps = plan_store.plan_steps(conn, plan_id)
     if not any(is_workflow_step(s) for s in steps):
         return out
@@ -71,10 +72,13 @@ def advance(conn: psycopg.Connection, plan_id: int, *, config: WarroomConfig | N
 
 
 def _skip(conn: psycopg.Connection, steps: list[dict[str, Any]], kind: str, why: str, workspace: str,
-          out: Advance) -> None:
+          out: Advance) -> int:
+    """Not-started steps of `kind` -> skipped; returns how many."""
     skipped = []
     for step in steps:
         if step["kind"] != kind or step["needs"] is None or step["status"] not in NOT_STARTED:
+            continue
+        if not plan_store.lock_if_free(conn, step["id"]):
             continue
         row = plan_store.transition(conn, step["id"], from_=NOT_STARTED, to="skipped", refusal=f"skipped: {why}")
         if row is not None:
@@ -83,6 +87,7 @@ def _skip(conn: psycopg.Connection, steps: list[dict[str, Any]], kind: str, why:
             skipped.append(row["key"])
     if skipped:
         out.notes.append(f"Stopped: {why}. Not started: {', '.join(skipped)}.")
+    return len(skipped)
 
 
 def _skip_unreachable(conn: psycopg.Connection, plan_id: int, workspace: str, out: Advance) -> None:
@@ -97,8 +102,7 @@ def _skip_unreachable(conn: psycopg.Connection, plan_id: int, workspace: str, ou
             dead = [n for n in step["needs"] if statuses.get((step["kind"], n)) in NEVER_SUCCEEDS]
             if dead:
                 why = f"needs {dead[0]}, which was {statuses[(step['kind'], dead[0])]}"
-                _skip(conn, [step], step["kind"], why, workspace, out)
-                changed = True
+                changed = _skip(conn, [step], step["kind"], why, workspace, out) > 0 or changed
         if not changed:
             return
 
@@ -108,6 +112,8 @@ def _queue_ready(conn: psycopg.Connection, plan_id: int, workspace: str, out: Ad
     statuses = {kind: {s["key"]: s["status"] for s in steps if s["kind"] == kind} for kind in ("step", "rollback")}
     for step in steps:
         if step["needs"] is None or waiting_on(step["needs"], statuses[step["kind"]]):
+            continue
+        if step["status"] not in ("approved", "proposed") or not plan_store.lock_if_free(conn, step["id"]):
             continue
         row = None
         if step["status"] == "approved":

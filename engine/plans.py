@@ -134,12 +134,13 @@ def approve_and_queue(conn: psycopg.Connection, step_id: int, *, actor: str, pla
 
 
 def _waiting_on(conn: psycopg.Connection, step_id: int) -> list[str]:
-    """The needs of a workflow step that have not succeeded. The step row is locked first and its needs read
-    after, in a later statement: a worker finishing a need locks this row before it looks at it, so one of the
-    two always sees the other's commit and the step is queued exactly once (connectors/workflow.py)."""
+    """The needs of a workflow step that have not succeeded. Read under the audit chain lock, which a worker
+    finishing a need holds from its result until commit: either we read after its commit, or it finds this row
+    locked by us, leaves it, and we see the success (connectors/workflow.py)."""
     step = plan_store.get_step(conn, step_id, lock=True)
     if step is None or step["needs"] is None or step["status"] != ACTIONABLE:
         return []
+    audit.lock_chain(conn)
     return waiting_on(step["needs"], plan_store.step_statuses(conn, step["plan_id"], kind=step["kind"]))
 
 

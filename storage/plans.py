@@ -53,16 +53,10 @@ def plan_steps(conn: psycopg.Connection, plan_id: int) -> list[dict[str, Any]]:
            FROM plan_steps s WHERE s.plan_id = %s ORDER BY s.ordinal""", (plan_id,)).fetchall()
 
 
-def lock_plan(conn: psycopg.Connection, plan_id: int) -> dict[str, Any] | None:
-    """Hold the plan row until the caller's transaction ends: workers advancing one workflow take turns."""
-    return conn.execute("SELECT * FROM plans WHERE id = %s FOR UPDATE", (plan_id,)).fetchone()
-
-
-def lock_waiting_steps(conn: psycopg.Connection, plan_id: int) -> list[dict[str, Any]]:
-    """The plan's steps that have not started, locked: a click deciding one of them waits for us, or we for it."""
-    return conn.execute(
-        "SELECT * FROM plan_steps WHERE plan_id = %s AND status IN ('proposed', 'approved', 'queued') "
-        "ORDER BY ordinal FOR UPDATE", (plan_id,)).fetchall()
+def lock_if_free(conn: psycopg.Connection, step_id: int) -> bool:
+    """Lock a step row unless another transaction holds it (then False, at once: never wait for it)."""
+    return conn.execute("SELECT id FROM plan_steps WHERE id = %s FOR UPDATE SKIP LOCKED", (step_id,)
+                        ).fetchone() is not None
 
 
 def step_statuses(conn: psycopg.Connection, plan_id: int, *, kind: str = "step") -> dict[str, str]:

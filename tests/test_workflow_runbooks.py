@@ -351,3 +351,24 @@ def test_the_sweeper_queues_approved_steps_whose_needs_succeeded(scenario, targe
     run_worker_burst(s.db_url, s.redis_url, s.config_path)
     assert s.statuses() == {"first": "succeeded", "second": "succeeded"}
     assert target.hits == ["POST /second"]    # first never ran here: it was only recorded
+
+
+def test_a_sibling_still_running_at_the_failure_finishes_first_and_is_rolled_back_first(scenario, target, workers):
+    s = scenario(runbook(
+        step("slow", "POST", "/hold/slow", parallel="change", rollback=undo("/undo/slow")),
+        step("bad", "POST", "/fail/bad", parallel="change", rollback=undo("/undo/bad")),
+        step("after", "POST", "/after")))
+    for key in ("slow", "bad", "after"):
+        s.approve(key)
+    workers.start()
+    workers.start()
+    wait_for(lambda: s.statuses()["bad"] == "failed", "the failing sibling to fail")
+    assert target.held.is_set()
+    # slow is still running: nothing is rolled back while it may still change things, nothing else starts
+    assert s.statuses() == {"slow": "running", "bad": "failed", "after": "skipped"}
+    target.release.set()
+    wait_for(lambda: s.statuses().get("bad-rollback") in ("succeeded", "failed"), "the rollback chain to end")
+    assert s.statuses() == {"slow": "succeeded", "bad": "failed", "after": "skipped",
+                            "slow-rollback": "succeeded", "bad-rollback": "succeeded"}
+    assert [h for h in target.hits if "/undo/" in h] == ["POST /undo/slow", "POST /undo/bad"]
+    assert "POST /after" not in target.hits
