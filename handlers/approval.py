@@ -78,8 +78,9 @@ def decide(services: Services, decision: StepDecision) -> Reply:
             incident_hooks.step_approved(conn, plan, step, approved_by=who, workspace=services.workspace)
             queued = row["status"] == "queued"
             if not queued:   # a workflow step waiting for others: the worker finishing the last one queues it
-                return Reply(f"Approved step {step['key']} ({step['title']}); it runs once "
-                             f"{', '.join(step['needs'])} have succeeded.", True)
+                needs = step["needs"]
+                return Reply(f"Approved step {step['key']} ({step['title']}); it runs once {', '.join(needs)} "
+                             f"{'has' if len(needs) == 1 else 'have'} succeeded.", True)
     if queued:
         services.dispatch(step["id"])
     verb = "Retrying" if retry else "Approved"

@@ -208,7 +208,7 @@ def test_the_plan_records_each_steps_needs_and_the_card_shows_them(scenario, tar
     assert [i["flow"] for i in s.card_items()] == [None, "after 1 · parallel: drain", "after 1 · parallel: drain",
                                                    "after 2, 3"]
     # approving a step whose needs have not run yet records the approval; the step waits
-    assert "runs once check have succeeded" in s.approve("drain-a")
+    assert "runs once check has succeeded" in s.approve("drain-a")
     assert s.statuses() == {"check": "proposed", "drain-a": "approved", "drain-b": "proposed",
                             "confirm": "proposed"}
     assert s.audit_rows("step.approved")[-1]["detail"]["waiting_on"] == ["check"]
@@ -288,7 +288,7 @@ def test_with_auto_rollback_off_the_chain_is_proposed_and_each_rollback_waits_fo
                             "scale-rollback": "proposed"}
     assert [h for h in target.hits if "/undo/" in h] == []   # nothing undone without a click
     # approving the later rollback first: it waits for the earlier one
-    assert "runs once migrate-rollback have succeeded" in s.approve("scale-rollback")
+    assert "runs once migrate-rollback has succeeded" in s.approve("scale-rollback")
     run_worker_burst(s.db_url, s.redis_url, s.config_path)
     assert s.statuses()["scale-rollback"] == "approved" and [h for h in target.hits if "/undo/" in h] == []
     s.approve("migrate-rollback")
