@@ -70,6 +70,8 @@ def _learn_lines(block: LearnBlock) -> list[str]:
 def _step_line(step) -> str:
     where = f"{step.connector}{' @ ' + step.target if step.target else ''}"
     line = f"  {step.index}. {step.title} [{risk_label(step.risk)} · {where}] {step.status}"
+    if step.flow:
+        line += f" ({step.flow})"
     if "retry" in step.actions:
         line += f" — `approve {step.index}` retries it (check its effect first)"
     elif step.actions:

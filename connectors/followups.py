@@ -48,15 +48,21 @@ def verified(step: dict[str, Any], result: StepResult,
 
 
 def add_rollback(conn: psycopg.Connection, step: dict[str, Any], config: WarroomConfig,
-                 workspace: str) -> dict[str, Any] | None:
+                 workspace: str, *, after: list[str] | None = None) -> dict[str, Any] | None:
     """After `step` failed: its rollback as a step of the same plan. Returns the new row (status `queued` when
-    it is to run now: the caller dispatches it after commit), or None when there is nothing to roll back."""
+    it is to run now: the caller dispatches it after commit), or None when there is nothing to roll back.
+
+    `after` (a workflow's rollback chain, connectors/workflow.py): the rollback keys it waits for. It is then
+    stored `proposed` with those needs, runnable without a click when automatic, and queued by the workflow
+    once they have succeeded."""
     action = step.get("rollback")
     if not action or step.get("kind") == "rollback":
         return None
     frozen = freeze_reason(conn, step, config, workspace)
     automatic = config.policy.auto_rollback and not frozen
     why_not = None if automatic else (f"change freeze: {frozen}" if frozen else "policy.auto_rollback is off")
+    if after is not None:
+        return _chained_rollback(conn, step, action, automatic, why_not, after, workspace)
     ordinal = conn.execute("SELECT coalesce(max(ordinal), -1) + 1 AS n FROM plan_steps WHERE plan_id = %s",
                            (step["plan_id"],)).fetchone()["n"]
     row = conn.execute(
@@ -80,6 +86,26 @@ def add_rollback(conn: psycopg.Connection, step: dict[str, Any], config: Warroom
         audit.append(conn, actor="warroom", action="step.rollback_proposed", subject=f"step:{row['id']}",
                      detail={"key": row["key"], "rolls_back": step["id"], "reason": why_not}, workspace=workspace)
     return {**row, "job_id": f"step-{row['id']}" if automatic else None, "why_not_automatic": why_not}
+
+
+def _chained_rollback(conn: psycopg.Connection, step: dict[str, Any], action: dict[str, Any], automatic: bool,
+                      why_not: str | None, after: list[str], workspace: str) -> dict[str, Any] | None:
+    ordinal = conn.execute("SELECT coalesce(max(ordinal), -1) + 1 AS n FROM plan_steps WHERE plan_id = %s",
+                           (step["plan_id"],)).fetchone()["n"]
+    row = conn.execute(
+        """INSERT INTO plan_steps (plan_id, ordinal, key, title, connector, target, risk, params, verify,
+                                   requires_approval, status, kind, parent_step_id, needs)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, 'proposed', 'rollback', %s, %s)
+           ON CONFLICT (parent_step_id) WHERE kind = 'rollback' DO NOTHING RETURNING *""",
+        (step["plan_id"], ordinal, f"{step['key']}-rollback", f"Roll back: {step['title']}", action["connector"],
+         action.get("target") or step["target"], step["risk"], json.dumps(action.get("with") or {}),
+         json.dumps(step["verify"]) if step.get("verify") else None, not automatic, step["id"], after)).fetchone()
+    if row is None:
+        return None
+    audit.append(conn, actor="warroom", action="step.rollback_planned", subject=f"step:{row['id']}",
+                 detail={"key": row["key"], "rolls_back": step["id"], "after": after, "automatic": automatic,
+                         "reason": "policy.auto_rollback" if automatic else why_not}, workspace=workspace)
+    return {**row, "why_not_automatic": why_not}
 
 
 def rollback_note(row: dict[str, Any]) -> str:

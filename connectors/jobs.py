@@ -20,6 +20,7 @@ from connectors import registry
 from connectors.base import ConnectorError, StepResult, TransientError, checked
 from connectors.followups import add_rollback, freeze_reason, rollback_note, verified
 from connectors.queue import BACKOFF_S, RETRIES, enqueue_step
+from connectors.workflow import Advance, advance, is_workflow_step
 from connectors.recovery import Heartbeat, Timing, announce as _announce, interrupt_stale, worker_name
 from connectors.redact import redact, redact_obj
 from connectors.vault import VaultResolver, resolve_target
@@ -205,6 +206,7 @@ def _finish(conn: psycopg.Connection, step: dict[str, Any], result: StepResult, 
                          "data": result.data}, secrets)
     status = "succeeded" if result.ok else "failed"
     rollback = None
+    flow = Advance()
     with conn.transaction():
         finished = plan_store.transition(conn, step["id"], from_=["running"], to=status, result=stored,
                                          finished_at=datetime.now(timezone.utc), only_worker=step["worker"])
@@ -219,16 +221,22 @@ def _finish(conn: psycopg.Connection, step: dict[str, Any], result: StepResult, 
                      detail={"key": step["key"], "summary": stored["summary"],
                              "dry_run": bool(result.data.get("dry_run"))}, workspace=ctx.workspace)
         incident_hooks.step_finished(conn, step, result, workspace=ctx.workspace)  # a working change mitigates
-        if not result.ok:
+        if is_workflow_step(step):
+            # Next steps, or stop and roll back: decided from the plan's state, in this same transaction.
+            flow = advance(conn, step["plan_id"], config=ctx.config, workspace=ctx.workspace)
+        elif not result.ok:
             rollback = add_rollback(conn, step, ctx.config, ctx.workspace)
         output = stored["output"].strip()
         text = stored["summary"] + (f"\n```\n{output[:1500]}\n```" if output else "")
         if rollback is not None:
             text += "\n" + rollback_note(rollback)
+        text += "".join(f"\n{note}" for note in flow.notes)
         _announce(conn, step, text, "success" if result.ok else "error",
                   title=f"Step {step['key']} {status}: {step['title']}")
     if rollback is not None and rollback["status"] == "queued":
         _dispatch(rollback["id"], ctx)
+    for step_id in flow.queued:   # parallel steps are enqueued together and run on whichever workers are free
+        _dispatch(step_id, ctx)
     return {"step_id": step["id"], "status": status, "ran": True, "summary": stored["summary"]}
 
 

@@ -9,6 +9,9 @@ Liveness is warroom's own, not read from RQ's internals: the work horse running 
 - re-enqueues `queued` steps older than a grace period whose RQ job is gone, finished or failed (the approval
   committed but Redis was down, or the process died between commit and enqueue). The job id `step-<id>` keeps
   it one job, and the row stays locked in `queued` while its job is looked at and replaced.
+- resumes workflow plans (connectors/workflow.py): a step approved, or runnable without a click, whose needs have
+  all succeeded is queued. After a restart the plan carries on from its stored state; nothing that already
+  succeeded runs again, and a step that was running when its worker died is `interrupted` as above.
 
 `warroom serve` runs it periodically, `warroom worker` at start-up and periodically; `sweep()` is callable on its
 own (a cron job, a shell)."""
@@ -20,7 +23,7 @@ import logging
 import os
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
@@ -145,10 +148,37 @@ def requeue_lost(conn: psycopg.Connection, redis: Redis, *, grace_s: float, time
     return done
 
 
+def resume_workflows(conn: psycopg.Connection, redis: Redis, *, timeout: int) -> list[int]:
+    """Queue (and enqueue) the ready steps of workflow plans that nobody moved forward: the checkpoint resumed."""
+    from connectors.workflow import advance   # connectors.workflow imports engine.plans, as this module does
+
+    queued = []
+    with conn.transaction():   # each statement in a transaction of its own: enqueue only what has committed
+        candidates = plan_store.plans_with_waiting_steps(conn)
+    for plan_id in candidates:
+        with conn.transaction():
+            plan = plan_store.get_plan(conn, plan_id)
+            flow = advance(conn, plan_id, config=None, workspace=plan["workspace"])
+            for note in flow.notes:
+                log.warning("plan %s: %s", plan_id, note)
+            if flow.queued:
+                audit.append(conn, actor="warroom", action="plan.resumed", subject=f"plan:{plan_id}",
+                             detail={"queued": flow.queued}, workspace=plan["workspace"])
+                redraw(conn, plan_id)
+        for step_id in flow.queued:   # after commit; a lost enqueue is caught by requeue_lost next time
+            try:
+                enqueue_step(redis, step_id, timeout=timeout)
+            except Exception:  # noqa: BLE001
+                log.exception("could not enqueue resumed step %s; the next sweep will", step_id)
+        queued.extend(flow.queued)
+    return queued
+
+
 @dataclass
 class SweepReport:
     interrupted: list[int]
     requeued: list[int]
+    resumed: list[int] = field(default_factory=list)
 
 
 def sweep(conn: psycopg.Connection, redis: Redis | None, timing: Timing) -> SweepReport:
@@ -157,9 +187,11 @@ def sweep(conn: psycopg.Connection, redis: Redis | None, timing: Timing) -> Swee
         interrupted = [r["id"] for r in interrupt_stale(conn, lease_s=timing.lease_s)]
     requeued = requeue_lost(conn, redis, grace_s=timing.requeue_grace_s, timeout=timing.step_timeout_s) \
         if redis is not None else []
-    if interrupted or requeued:
-        log.warning("recovery: interrupted steps %s, re-enqueued steps %s", interrupted, requeued)
-    return SweepReport(interrupted=interrupted, requeued=requeued)
+    resumed = resume_workflows(conn, redis, timeout=timing.step_timeout_s) if redis is not None else []
+    if interrupted or requeued or resumed:
+        log.warning("recovery: interrupted steps %s, re-enqueued steps %s, resumed workflow steps %s",
+                    interrupted, requeued, resumed)
+    return SweepReport(interrupted=interrupted, requeued=requeued, resumed=resumed)
 
 
 def sweep_url(database_url: str, redis: Redis | None, timing: Timing) -> SweepReport:

@@ -38,6 +38,7 @@ class CardStep(Frozen):
     actions: list[Literal["approve", "reject", "retry"]] = Field(default_factory=list)   # retry: an interrupted step
     note: str | None = None
     decided_by: str | None = None   # who approved or rejected it, shown on the card
+    flow: str | None = None         # a workflow step's place in the graph, e.g. "after 1, 2 · parallel: checks"
 
 
 class StepsBlock(Frozen):

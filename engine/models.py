@@ -8,7 +8,10 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+
+from engine.workflow import workflow_error
 
 
 class Frozen(BaseModel):
@@ -142,6 +145,9 @@ class RunbookStep(Frozen):
     rollback: StepAction | None = None
     verify: StepAction | None = None      # a read-only check run after the step (and after its rollback)
     timeout: int | None = Field(None, ge=1, le=3600)
+    # Workflow runbooks (engine/workflow.py): the steps this one waits for, and the group it may run beside.
+    needs: list[str] | None = None
+    parallel: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -161,12 +167,20 @@ class Runbook(Frozen):
     description: str = ""
     steps: list[RunbookStep] = Field(min_length=1)
 
+    @field_validator("steps")
+    @classmethod
+    def _a_dag(cls, steps: list[RunbookStep]) -> list[RunbookStep]:
+        error = workflow_error(steps)
+        if error:
+            raise PydanticCustomError("workflow", error)
+        return steps
+
 
 # --- plans ----------------------------------------------------------------------------------
 
 StepStatus = Literal[
     "proposed", "approved", "queued", "running", "succeeded", "failed", "rejected", "refused", "interrupted",
-    "expired"]
+    "expired", "skipped"]
 
 
 class PlanStep(Frozen):
@@ -183,6 +197,8 @@ class PlanStep(Frozen):
     requires_approval: bool = True
     refusal: str | None = None
     why: str | None = None                # a model-proposed step's stated reason (runbook steps have none)
+    needs: list[str] | None = None        # keys this step waits for; None: not part of a workflow
+    parallel: str | None = None           # its parallel group, shown on the card
 
 
 class Plan(Frozen):

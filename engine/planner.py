@@ -12,6 +12,7 @@ from engine.connector_params import params_refusal
 from engine.models import Plan, PlanStep, Risk, RunbookStep, StepAction
 from engine.plan_schema import ProposedPlan, ProposedPlanError, validate_proposed_plan
 from engine.policy import blocked_pattern, minimum_risk, needs_approval, riskier
+from engine.workflow import dependencies, workflow_error
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,8 @@ def build_plan(context: Context, config: WarroomConfig, *,
     row = matching_runbook(context)
     if row is not None:
         spec = row["spec"]
-        steps = [validate_step(RunbookStep.model_validate(s), config) for s in spec["steps"]]
-        return Plan(runbook_id=spec["metadata"]["id"], title=spec["metadata"]["title"], steps=steps,
+        return Plan(runbook_id=spec["metadata"]["id"], title=spec["metadata"]["title"],
+                    steps=runbook_steps([RunbookStep.model_validate(s) for s in spec["steps"]], config),
                     source="runbook"), row
     if proposed is not None:
         try:
@@ -51,6 +52,21 @@ def matching_runbook(context: Context) -> dict | None:
 
 def offline_plan() -> Plan:
     return Plan(title="No runbook matches", steps=[], source="none")
+
+
+def runbook_steps(steps: list[RunbookStep], config: WarroomConfig) -> list[PlanStep]:
+    """The plan steps of a runbook, each with what it waits for. A graph that is not a DAG (a runbook stored
+    before it was checked at ingest) leaves every step on the card, refused with the reason."""
+    graph_error = workflow_error(steps)
+    graph = None if graph_error else dependencies(steps)
+    planned = []
+    for step in steps:
+        plan_step = validate_step(step, config).model_copy(
+            update={"needs": graph[step.id] if graph else None, "parallel": step.parallel})
+        if graph_error:
+            plan_step = plan_step.model_copy(update={"status": "refused", "refusal": f"workflow: {graph_error}"})
+        planned.append(plan_step)
+    return planned
 
 
 def validate_step(step: RunbookStep, config: WarroomConfig) -> PlanStep:

@@ -10,6 +10,7 @@ import psycopg
 
 from engine.cards import Card, CardStep, StepsBlock, annotation_card
 from engine.models import Annotation
+from engine.workflow import flow_label, waiting_on
 from storage import audit, outbox
 from storage import plans as plan_store
 
@@ -22,6 +23,7 @@ def plan_message_key(plan_id: int) -> str:
 
 def card_steps(rows: list[dict[str, Any]]) -> list[CardStep]:
     out = []
+    index_of = {row["key"]: i for i, row in enumerate(rows, start=1)}
     for i, row in enumerate(rows, start=1):
         actions = ["approve", "reject"] if row["status"] == ACTIONABLE and row["requires_approval"] else []
         if row["status"] == "interrupted":
@@ -34,9 +36,12 @@ def card_steps(rows: list[dict[str, Any]]) -> list[CardStep]:
             note = f"approved by {', '.join(approved_by)}; waiting for another approver (two-person rule)"
         if note is None and row.get("why"):
             note = f"why: {row['why']}"   # a model-proposed step says what evidence it acts on
+        if row["status"] == "approved" and row.get("needs") is not None:
+            note = note or "approved; runs once the steps it waits for have succeeded"
         out.append(CardStep(step_id=row["id"], index=i, title=row["title"], connector=row["connector"],
                             target=row["target"], risk=row["risk"], status=row["status"], actions=actions,
-                            note=note, decided_by=_decider(row)))
+                            note=note, decided_by=_decider(row),
+                            flow=flow_label(row.get("needs"), row.get("parallel_group"), index_of)))
     return out
 
 
@@ -99,7 +104,21 @@ def redraw(conn: psycopg.Connection, plan_id: int) -> Card | None:
 
 def approve_and_queue(conn: psycopg.Connection, step_id: int, *, actor: str, platform: str, reason: str,
                       workspace: str = "default", identity: str | None = None) -> dict[str, Any] | None:
-    """proposed -> queued in one guarded UPDATE, with the approval and audit rows; None if not proposed."""
+    """proposed -> queued in one guarded UPDATE, with the approval and audit rows; None if not proposed.
+
+    A workflow step whose needs have not all succeeded is approved but not queued (-> `approved`): the worker
+    that finishes its last need queues it. Callers dispatch only a row that comes back `queued`."""
+    waiting = _waiting_on(conn, step_id)
+    if waiting:
+        row = plan_store.transition(conn, step_id, from_=[ACTIONABLE], to="approved")
+        if row is None:
+            return None
+        plan_store.record_approval(conn, step_id=step_id, actor=actor, platform=platform, approve=True,
+                                   identity=identity, reason=reason)
+        audit.append(conn, actor=actor, action="step.approved", subject=f"step:{step_id}",
+                     detail={"key": row["key"], "risk": row["risk"], "reason": reason, "platform": platform,
+                             "identity": identity, "waiting_on": waiting}, workspace=workspace)
+        return row
     row = plan_store.transition(conn, step_id, from_=[ACTIONABLE], to="queued",
                                 queued_at=datetime.now(timezone.utc), job_id=f"step-{step_id}")
     if row is None:
@@ -111,6 +130,27 @@ def approve_and_queue(conn: psycopg.Connection, step_id: int, *, actor: str, pla
                          "identity": identity}, workspace=workspace)
     audit.append(conn, actor="warroom", action="step.dispatched", subject=f"step:{step_id}",
                  detail={"job_id": row["job_id"]}, workspace=workspace)
+    return row
+
+
+def _waiting_on(conn: psycopg.Connection, step_id: int) -> list[str]:
+    """The needs of a workflow step that have not succeeded. Read under the audit chain lock, which a worker
+    finishing a need holds from its result until commit: either we read after its commit, or it finds this row
+    locked by us, leaves it, and we see the success (connectors/workflow.py)."""
+    step = plan_store.get_step(conn, step_id, lock=True)
+    if step is None or step["needs"] is None or step["status"] != ACTIONABLE:
+        return []
+    audit.lock_chain(conn)
+    return waiting_on(step["needs"], plan_store.step_statuses(conn, step["plan_id"], kind=step["kind"]))
+
+
+def queue_approved(conn: psycopg.Connection, step_id: int, *, workspace: str = "default") -> dict[str, Any] | None:
+    """approved -> queued for a workflow step whose needs have now succeeded (its approval is already recorded)."""
+    row = plan_store.transition(conn, step_id, from_=["approved"], to="queued",
+                                queued_at=datetime.now(timezone.utc), job_id=f"step-{step_id}")
+    if row is not None:
+        audit.append(conn, actor="warroom", action="step.dispatched", subject=f"step:{step_id}",
+                     detail={"job_id": row["job_id"], "reason": "its needs succeeded"}, workspace=workspace)
     return row
 
 

@@ -70,12 +70,17 @@ def decide(services: Services, decision: StepDecision) -> Reply:
             redraw(conn, plan["id"])
             return Reply(f"Step {step['key']} not run yet: {verdict.reason}.", True)
         else:
-            if approve_and_queue(conn, step["id"], actor=who, platform=decision.actor.platform,
-                                 reason=verdict.reason, workspace=services.workspace, identity=me) is None:
+            row = approve_and_queue(conn, step["id"], actor=who, platform=decision.actor.platform,
+                                    reason=verdict.reason, workspace=services.workspace, identity=me)
+            if row is None:
                 return Reply(f"Step {step['key']} is already being handled.", False)
             redraw(conn, plan["id"])
             incident_hooks.step_approved(conn, plan, step, approved_by=who, workspace=services.workspace)
-            queued = True
+            queued = row["status"] == "queued"
+            if not queued:   # a workflow step waiting for others: the worker finishing the last one queues it
+                needs = step["needs"]
+                return Reply(f"Approved step {step['key']} ({step['title']}); it runs once {', '.join(needs)} "
+                             f"{'has' if len(needs) == 1 else 'have'} succeeded.", True)
     if queued:
         services.dispatch(step["id"])
     verb = "Retrying" if retry else "Approved"

@@ -29,11 +29,17 @@ def row_hash(row: dict[str, Any], prev_hash: str) -> str:
                                      row["subject"], row["detail"], prev_hash)).hexdigest()
 
 
+def lock_chain(conn: psycopg.Connection) -> None:
+    """Take the lock every append takes, until the caller's transaction ends. Since every change to a step is
+    audited, holding it also means no other step change can commit meanwhile (connectors/workflow.py)."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CHAIN_LOCK,))
+
+
 def append(conn: psycopg.Connection, *, actor: str, action: str, subject: str,
            detail: dict[str, Any] | None = None, workspace: str = "default") -> int:
     """Append one entry inside the caller's transaction; returns its id."""
     detail = json.loads(json.dumps(detail or {}, default=str))  # what jsonb will give back
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CHAIN_LOCK,))
+    lock_chain(conn)
     last = conn.execute("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
     prev = _value(last, "hash") if last else GENESIS
     at = datetime.now(timezone.utc)

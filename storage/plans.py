@@ -22,12 +22,12 @@ def create_plan(conn: psycopg.Connection, *, plan: dict[str, Any], workspace: st
     for i, step in enumerate(plan["steps"]):
         conn.execute(
             """INSERT INTO plan_steps (plan_id, ordinal, key, title, connector, target, risk, params, rollback,
-                                       verify, requires_approval, status, refusal, why)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s::jsonb, %s, %s, %s, %s)""",
+                                       verify, requires_approval, status, refusal, why, needs, parallel_group)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s::jsonb, %s, %s, %s, %s, %s, %s)""",
             (plan_id, i, step["key"], step["title"], step["connector"], step.get("target"), step["risk"],
              json.dumps(step.get("params", {})), _json_or_null(step.get("rollback")),
              _json_or_null(step.get("verify")), step.get("requires_approval", True), step.get("status", "proposed"),
-             step.get("refusal"), step.get("why")))
+             step.get("refusal"), step.get("why"), step.get("needs"), step.get("parallel")))
     return plan_id
 
 
@@ -51,6 +51,29 @@ def plan_steps(conn: psycopg.Connection, plan_id: int) -> list[dict[str, Any]]:
                   (SELECT array_agg(a.actor ORDER BY a.id) FROM approvals a
                    WHERE a.step_id = s.id AND a.decision = 'approve') AS approved_by
            FROM plan_steps s WHERE s.plan_id = %s ORDER BY s.ordinal""", (plan_id,)).fetchall()
+
+
+def lock_if_free(conn: psycopg.Connection, step_id: int) -> bool:
+    """Lock a step row unless another transaction holds it (then False, at once: never wait for it)."""
+    return conn.execute("SELECT id FROM plan_steps WHERE id = %s FOR UPDATE SKIP LOCKED", (step_id,)
+                        ).fetchone() is not None
+
+
+def step_statuses(conn: psycopg.Connection, plan_id: int, *, kind: str = "step") -> dict[str, str]:
+    """key -> status for the plan's steps of one kind, read afresh (a new statement sees every commit so far)."""
+    rows = conn.execute("SELECT key, status FROM plan_steps WHERE plan_id = %s AND kind = %s",
+                        (plan_id, kind)).fetchall()
+    return {r["key"]: r["status"] for r in rows}
+
+
+def plans_with_waiting_steps(conn: psycopg.Connection, limit: int = 100) -> list[int]:
+    """Workflow plans with a step approved (or runnable without a click) that has not been queued: candidates
+    for the sweeper, which queues those whose needs have all succeeded."""
+    rows = conn.execute(
+        """SELECT DISTINCT plan_id FROM plan_steps
+           WHERE needs IS NOT NULL AND (status = 'approved' OR (status = 'proposed' AND NOT requires_approval))
+           ORDER BY plan_id LIMIT %s""", (limit,)).fetchall()
+    return [r["plan_id"] for r in rows]
 
 
 def get_step(conn: psycopg.Connection, step_id: int, *, lock: bool = False) -> dict[str, Any] | None:

@@ -30,7 +30,7 @@ _STYLE_PREFIX = {"warning": ":warning: ", "error": ":x: ", "success": ":white_ch
 _STATUS_ICON = {"proposed": ":hourglass:", "queued": ":arrow_forward:", "running": ":gear:",
                 "succeeded": ":white_check_mark:", "failed": ":x:", "rejected": ":no_entry_sign:",
                 "refused": ":no_entry:", "interrupted": ":warning:", "approved": ":ballot_box_with_check:",
-                "expired": ":hourglass_flowing_sand:"}
+                "expired": ":hourglass_flowing_sand:", "skipped": ":fast_forward:"}
 
 
 def truncate(text: str, limit: int, more_url: str | None = None) -> str:
@@ -128,6 +128,8 @@ def step_line(step: CardStep) -> str:
     icon = _STATUS_ICON.get(step.status, "")
     status = step.status + (f" by {escape(step.decided_by)}" if step.decided_by else "")
     line = f"{step.index}. *{escape(step.title)}* — {where} · {risk_label(step.risk)} · {icon} {status}"
+    if step.flow:
+        line += f" · _{escape(step.flow)}_"
     if step.note:
         line += f"\n> {escape(step.note)}"
     return line

@@ -33,7 +33,7 @@ MAX_PREFILLED_YAML = 6000   # a longer draft is not prefilled (a cut YAML would 
 _COLOR = {"warning": "warning", "error": "attention", "success": "good"}
 _STATUS_MARK = {"proposed": "⏳", "queued": "▶️", "running": "⚙️", "succeeded": "✅", "failed": "❌",
                 "rejected": "🚫", "refused": "⛔", "interrupted": "⚠️", "approved": "☑️",
-                "expired": "⌛"}
+                "expired": "⌛", "skipped": "⏭️"}
 # Successively smaller renderings: (characters per text, evidence per hypothesis, keep details).
 _BUDGETS = ((4000, 10, True), (1200, 4, True), (400, 2, True), (300, 0, False))
 
@@ -191,6 +191,8 @@ def step_line(step: CardStep) -> str:
     mark = _STATUS_MARK.get(step.status, "")
     status = step.status + (f" by {escape(step.decided_by)}" if step.decided_by else "")
     line = f"{step.index}. **{escape(step.title)}** — {where} · {risk_label(step.risk)} · {mark} {status}"
+    if step.flow:
+        line += f" · _{escape(step.flow)}_"
     if step.note:
         line += f"\n\n> {escape(step.note)}"
     return line
