@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import logging
 import time
+from typing import Callable
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -32,9 +33,10 @@ class Annotator:
     """Annotates stored alerts in the background; woken by webhooks, and sweeping at start-up so
     alerts stored before a crash are annotated too."""
 
-    def __init__(self, runtime: Runtime, metrics: Metrics) -> None:
+    def __init__(self, runtime: Runtime, metrics: Metrics, *, published: Callable[[], None] = lambda: None) -> None:
         self.runtime = runtime
         self.metrics = metrics
+        self.published = published   # its messages are in the outbox: wake the dispatcher
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -47,6 +49,7 @@ class Annotator:
                 done = await asyncio.to_thread(annotate_pending, self.runtime.services)
                 self.metrics.annotations.inc(done)
                 if done:
+                    self.published()
                     continue
             except Exception:
                 log.exception("annotating alerts failed; will retry")
@@ -212,7 +215,7 @@ def build_app(runtime: Runtime, *, ports: dict[str, ChatPort] | None = None,
     metrics.watch_work(runtime.services.pool, runtime.redis, runtime.services.workspace)  # queue, steps, dedup
     app["draining"] = asyncio.Event()  # set by drain(): /readyz answers 503, new work is refused
     app["requests_in_flight"] = InFlight()
-    app["annotator"] = Annotator(runtime, metrics)
+    app["annotator"] = Annotator(runtime, metrics, published=lambda: app["dispatcher"].wake())
     ports = dict(ports or {})
     app["slack"] = _slack(app, runtime, ports)
     app["teams"] = _teams(app, runtime, ports)
@@ -241,6 +244,7 @@ def _slack(app: web.Application, runtime: Runtime, ports: dict[str, ChatPort]):
         raise ConfigError("SLACK_BOT_TOKEN is set but SLACK_SIGNING_SECRET is not: requests to /slack/events "
                           "cannot be verified (set it, or SLACK_APP_TOKEN for Socket Mode)")
     adapter = SlackAdapter(runtime.services, settings, redis=runtime.redis, wake_annotator=app["annotator"].wake,
+                           wake_outbox=lambda: app["dispatcher"].wake(),
                            dedup=app["metrics"].dedup)
     ports["slack"] = SlackPort(adapter.client, more_url=card_link(settings), text_renderer=render_text)
     if not adapter.socket_mode:
@@ -260,7 +264,8 @@ def _teams(app: web.Application, runtime: Runtime, ports: dict[str, ChatPort]):
     if settings.microsoft_app_id and settings.microsoft_app_password is None:
         raise ConfigError("MicrosoftAppId is set but MicrosoftAppPassword is not: the bot could not reply "
                           "(set both, or neither for the Bot Framework Emulator)")
-    adapter = TeamsAdapter(runtime.services, settings, redis=runtime.redis, dedup=app["metrics"].dedup)
+    adapter = TeamsAdapter(runtime.services, settings, redis=runtime.redis, dedup=app["metrics"].dedup,
+                           wake_outbox=lambda: app["dispatcher"].wake())
     ports["teams"] = TeamsPort(adapter.cloud, adapter.references, app_id=settings.microsoft_app_id,
                                more_url=card_link(settings), text_renderer=render_text)
     app.router.add_post("/api/messages", adapter.handle_http)

@@ -52,14 +52,18 @@ handler_work = InFlight()
 
 
 async def run_handler(services: Services, adapter: str, func: Callable[..., Any], /, *args,
-                      on_error: ChatMessage | None = None, **kwargs) -> None:
+                      on_error: ChatMessage | None = None, slots: asyncio.Semaphore | None = None, **kwargs) -> None:
     """Engine work off the event loop; a failure is told to the person who asked, never swallowed.
     Positional-only up to `func`, so handlers may take keyword arguments of any name (`platform=`).
     Logs name the platform, and the request's correlation id (Socket Mode has no request: one is made)."""
     token = bind(platform=adapter.lower(), correlation_id=current().get("correlation_id") or new_id())
     try:
         with handler_work.track():
-            await _run(services, adapter, func, *args, on_error=on_error, **kwargs)
+            if slots is None:
+                await _run(services, adapter, func, *args, on_error=on_error, **kwargs)
+            else:
+                async with slots:  # waiting here costs nothing; another thread would compete with the acks
+                    await _run(services, adapter, func, *args, on_error=on_error, **kwargs)
     finally:
         unbind(token)
 

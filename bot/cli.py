@@ -152,6 +152,10 @@ def cmd_serve(settings, args) -> int:
     log = logging.getLogger("warroom")
 
     async def serve(runtime) -> None:
+        # Handler threads hold the GIL for up to the switch interval each time the event loop wants it back, and
+        # the loop needs it many times per request it acknowledges: a shorter interval keeps acks prompt while
+        # engine work runs (bench/README.md, ack latency).
+        sys.setswitchinterval(0.001)
         app = build_app(runtime)
         # The drain below already let requests finish; what is left gets a short while once the listener closes.
         runner = web.AppRunner(app, handle_signals=False, access_log_class=AccessLogger, shutdown_timeout=5)

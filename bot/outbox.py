@@ -86,19 +86,28 @@ class OutboxDispatcher:
         self.batch = batch
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
         self.sent = 0
+        self._woken: asyncio.Event | None = None
+
+    def wake(self) -> None:
+        """Something was just queued in this process: look now rather than at the next poll (rows queued by
+        other replicas and workers are still found by polling). Call it on the event loop."""
+        if self._woken is not None:
+            self._woken.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._woken = asyncio.Event()
         while not stop.is_set():
+            self._woken.clear()
             try:
                 handled = await self.drain_once()
             except Exception:
                 log.exception("outbox drain failed; retrying")
                 handled = 0
             if not handled:
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=self.poll_interval)
-                except asyncio.TimeoutError:
-                    pass
+                waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._woken.wait())]
+                await asyncio.wait(waits, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+                for waiting in waits:
+                    waiting.cancel()
 
     async def drain_for_shutdown(self, deadline: float) -> int:
         """Send until nothing this process can send is due, or the monotonic `deadline` passes; returns how many

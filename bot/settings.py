@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     # On SIGTERM serve drains for at most this long: in-flight requests, then the outbox (what is left stays
     # queued in the database for the next replica).
     shutdown_grace_s: float = Field(20.0, ge=0, validation_alias=_alias("WARROOM_SHUTDOWN_GRACE"))
+    # Chat handlers running at once per serve process; more wait their turn (after their ack). Their work is
+    # mostly CPU (embedding, retrieval, cards): more threads than cores only slow the acks (bench/README.md).
+    handler_concurrency: int = Field(3, ge=1, le=64, validation_alias=_alias("WARROOM_HANDLER_CONCURRENCY"))
     # USD per million tokens by model, overriding/adding to bot.metrics.LLM_PRICES, as JSON:
     # {"my-model": {"input": 3, "output": 15, "cache_read": 0.3, "cache_write": 3.75}}
     llm_prices: dict[str, dict[str, float]] = Field(default_factory=dict, validation_alias=_alias("WARROOM_LLM_PRICES"))

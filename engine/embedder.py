@@ -29,7 +29,9 @@ def resolve_model_path(name: str) -> str:
 
 
 class SentenceTransformerEmbedder:
-    """Loads lazily (the model costs ~1 s) and batches; safe to call from several threads."""
+    """Loads lazily (the model costs ~1 s) and batches; safe to call from several threads, which take turns:
+    torch already spreads one call over every core, so two calls at once only fight over them (and over the
+    GIL the event loop needs to acknowledge requests). Measured in bench/README.md (ack latency)."""
 
     # Small batches are faster on CPU: on 2 cores, the runbook corpus's ~230-piece windows embedded at 78
     # texts/s in batches of 4-8, 69/s one at a time and 58/s in batches of 64 (bench/README.md).
@@ -41,6 +43,7 @@ class SentenceTransformerEmbedder:
         self.dimensions = DIMENSIONS
         self._model = None
         self._lock = threading.Lock()
+        self._turn = threading.Lock()   # one encode at a time
 
     def _load(self):
         with self._lock:
@@ -61,6 +64,7 @@ class SentenceTransformerEmbedder:
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         model = self._model or self._load()
-        vectors = model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                               convert_to_numpy=True, show_progress_bar=False)
+        with self._turn:
+            vectors = model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                   convert_to_numpy=True, show_progress_bar=False)
         return vectors.astype(np.float32)

@@ -55,8 +55,11 @@ def slack_client(settings: Settings) -> AsyncWebClient:
 
 class SlackAdapter:
     def __init__(self, services: Services, settings: Settings, *, redis, wake_annotator: Callable[[], None],
-                 client: AsyncWebClient | None = None, dedup: Callable[[str, bool], None] | None = None) -> None:
+                 client: AsyncWebClient | None = None, dedup: Callable[[str, bool], None] | None = None,
+                 wake_outbox: Callable[[], None] = lambda: None) -> None:
         self.services = services
+        self.wake_outbox = wake_outbox  # a handler queued its answer: send it now, not at the next poll
+        self._slots = asyncio.Semaphore(settings.handler_concurrency)
         self.dedup = dedup  # counts retries and double clicks recognised (bot.metrics.Metrics.dedup)
         self.settings = settings
         self.redis = redis
@@ -264,7 +267,8 @@ class SlackAdapter:
             log.warning("Slack auth.test failed (%s); relying on bolt's own self-event filter", exc)
 
     async def _work(self, func: Callable[..., Any], *args, on_error: ChatMessage | None = None, **kwargs) -> None:
-        await run_handler(self.services, "Slack", func, *args, on_error=on_error, **kwargs)
+        await run_handler(self.services, "Slack", func, *args, on_error=on_error, slots=self._slots, **kwargs)
+        self.wake_outbox()
 
     async def _first_time(self, key: str, ttl: int) -> bool:
         return await first_time(self.redis, key, ttl, record=self.dedup)

@@ -66,7 +66,10 @@ def cloud_adapter(settings: Settings) -> CloudAdapter:
 
 class TeamsAdapter:
     def __init__(self, services: Services, settings: Settings, *, redis,
-                 dedup: Callable[[str, bool], None] | None = None) -> None:
+                 dedup: Callable[[str, bool], None] | None = None,
+                 wake_outbox: Callable[[], None] = lambda: None) -> None:
+        self.wake_outbox = wake_outbox  # a handler queued its answer: send it now, not at the next poll
+        self._slots = asyncio.Semaphore(settings.handler_concurrency)
         self.services = services
         self.dedup = dedup  # counts re-deliveries and double clicks recognised (bot.metrics.Metrics.dedup)
         self.settings = settings
@@ -233,7 +236,8 @@ class TeamsAdapter:
         task.add_done_callback(self._tasks.discard)
 
     async def _work(self, func: Callable[..., Any], *args, on_error: ChatMessage | None = None, **kwargs) -> None:
-        await run_handler(self.services, "Teams", func, *args, on_error=on_error, **kwargs)
+        await run_handler(self.services, "Teams", func, *args, on_error=on_error, slots=self._slots, **kwargs)
+        self.wake_outbox()
 
     async def _first_time(self, key: str, ttl: int) -> bool:
         return await first_time(self.redis, key, ttl, record=self.dedup)
