@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import logging
 import time
+from datetime import datetime, timezone
 from typing import Callable
 
 from aiohttp import web
@@ -25,6 +26,7 @@ from engine.config import ConfigError
 from engine.log_context import bind, request_id_from, unbind
 from engine.ports import ChatPort
 from handlers.alert import annotate_pending
+from handlers.insights import post_digest_if_due
 
 log = logging.getLogger(__name__)
 
@@ -272,6 +274,23 @@ def _teams(app: web.Application, runtime: Runtime, ports: dict[str, ChatPort]):
     return adapter
 
 
+DIGEST_CHECK_S = 300.0   # how often serve asks whether the weekly insights digest is due
+
+
+async def weekly_digest(services, stop: asyncio.Event, *, every_s: float = DIGEST_CHECK_S) -> None:
+    """Every few minutes: post the insights digest if its weekday and hour came (handlers/insights.py). Every
+    replica asks; the database lets one of them post it per ISO week."""
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(post_digest_if_due, services, datetime.now(timezone.utc))
+        except Exception:
+            log.exception("weekly insights digest failed; will retry")
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=every_s)
+        except asyncio.TimeoutError:
+            pass
+
+
 async def _background(app: web.Application):
     stop = app["stop"] = asyncio.Event()
     # Load the embedding model now rather than on the first alert (it takes a few seconds).
@@ -282,6 +301,8 @@ async def _background(app: web.Application):
              # are enqueued again (connectors/recovery.py).
              asyncio.create_task(sweep_forever(app["services"].pool, app["runtime"].redis,
                                                app["settings"].timing(), stop), name="recovery")]
+    if app["services"].config.insights.digest is not None:
+        tasks.append(asyncio.create_task(weekly_digest(app["services"], stop), name="insights-digest"))
     app["background"] = tasks
     socket_mode = None
     slack = app["slack"]

@@ -88,7 +88,8 @@ def alert_action_label(block: AlertActionsBlock, action: str) -> str:
 
 
 class Card(Frozen):
-    kind: Literal["annotation", "alert", "step_result", "notice", "error", "help", "status", "runbook_draft"]
+    kind: Literal["annotation", "alert", "step_result", "notice", "error", "help", "status", "runbook_draft",
+                  "insights"]
     title: str
     blocks: list[Block] = Field(default_factory=list)
 

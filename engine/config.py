@@ -231,6 +231,36 @@ class LearningConfig(_Strict):
     related_documents: int = Field(3, ge=0, le=10)   # retrieved documents cited in a draft
 
 
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+class DigestConfig(_Strict):
+    """Where and when serve posts the weekly insights digest (one replica posts it, once per ISO week)."""
+
+    channel: str | None = None        # Slack channel id
+    conversation: str | None = None   # Teams conversation id
+    weekday: str = "monday"
+    hour_utc: int = Field(9, ge=0, le=23)
+
+    @field_validator("weekday")
+    @classmethod
+    def _weekday(cls, value: str) -> str:
+        day = next((d for d in WEEKDAYS if value.strip().lower() in (d, d[:3])), None)
+        if day is None:
+            raise ValueError(f"must be a day of the week (monday … sunday), not {value!r}")
+        return day
+
+
+class InsightsConfig(_Strict):
+    """`/warroom insights` and the weekly digest: recurring incident clusters ranked by what they cost."""
+
+    similarity: float = Field(0.8, ge=0, le=1)      # incident embeddings at least this close join one cluster
+    min_incidents: int = Field(2, ge=2)              # fewer incidents than this in the window: not recurring
+    window_days: float = Field(30, gt=0, le=365)     # incidents detected this recently count
+    top: int = Field(5, ge=1, le=20)                 # clusters shown
+    digest: DigestConfig | None = None
+
+
 class WarroomConfig(_Strict):
     slack: SlackConfig = Field(default_factory=SlackConfig)
     teams: TeamsConfig = Field(default_factory=TeamsConfig)
@@ -240,6 +270,7 @@ class WarroomConfig(_Strict):
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     learning: LearningConfig = Field(default_factory=LearningConfig)
+    insights: InsightsConfig = Field(default_factory=InsightsConfig)
 
     @field_validator("targets")
     @classmethod

@@ -14,6 +14,7 @@ from handlers.annotate import annotate
 from handlers.dispatch import auto_run
 from handlers.freeze import handle_freeze, is_freeze_command
 from handlers.incident import diagnosed, handle_lifecycle, handle_lifecycle_command, is_lifecycle_command
+from handlers.insights import handle_insights_command, is_insights_command
 from handlers.learn import Where, handle_learn_command, is_learn_command
 from handlers.services import Services
 from storage import alerts as alert_store
@@ -33,6 +34,8 @@ HELP = """Ask in plain words, or use a sub-command:
   learn                      draft a runbook from the resolved incident here (what ran, cited), for review
   learn approve|reject N     decide runbook draft N (approvers only); approval makes a new runbook version
   learn edit N <yaml>        replace draft N with corrected runbook YAML (validated before it is stored)
+  insights                   recurring incidents ranked by time lost and manual steps repeated
+  insights draft N           draft a runbook from resolved incident N (for review, like learn)
   freeze [service] [why]     emergency stop: no state change is approved or started until unfreeze
   unfreeze [service]         lift a freeze (approvers only)
   help                       this text
@@ -56,6 +59,12 @@ def handle_message(services: Services, message: ChatMessage) -> Classification:
         # The raw text keeps its newlines: `learn edit N` carries YAML.
         raw = _ADDRESSED.sub("", message.text).strip() or text
         card, public = handle_learn_command(services, message.user, raw, Where(
+            platform=message.platform, channel=message.channel, thread_id=message.thread,
+            thread_key=_thread_key(services, message)))
+        reply(services, message, card, private=not public)
+        return Classification(intent=Intent.incident_status, confidence=1.0, layer="subcommand", text=text)
+    if is_insights_command(text):  # candidate automations: a sub-command too, answered in the channel
+        card, public = handle_insights_command(services, message.user, text, Where(
             platform=message.platform, channel=message.channel, thread_id=message.thread,
             thread_key=_thread_key(services, message)))
         reply(services, message, card, private=not public)
