@@ -27,6 +27,7 @@ from connectors.vault import VaultResolver, resolve_target
 from engine import incident_hooks
 from engine.config import WarroomConfig, load_config
 from storage import audit
+from storage import memory as memory_store
 from storage import plans as plan_store
 
 log = logging.getLogger(__name__)
@@ -217,9 +218,10 @@ def _finish(conn: psycopg.Connection, step: dict[str, Any], result: StepResult, 
                          detail={"key": step["key"], "worker": step["worker"], "summary": stored["summary"]},
                          workspace=ctx.workspace)
             return {"step_id": step["id"], "status": "late", "ran": True, "summary": stored["summary"]}
-        audit.append(conn, actor="worker", action=f"step.{status}", subject=f"step:{step['id']}",
-                     detail={"key": step["key"], "summary": stored["summary"],
-                             "dry_run": bool(result.data.get("dry_run"))}, workspace=ctx.workspace)
+        audit_id = audit.append(conn, actor="worker", action=f"step.{status}", subject=f"step:{step['id']}",
+                                detail={"key": step["key"], "summary": stored["summary"],
+                                        "dry_run": bool(result.data.get("dry_run"))}, workspace=ctx.workspace)
+        _remember_result(conn, finished, status, stored["summary"], audit_id, ctx)
         incident_hooks.step_finished(conn, step, result, workspace=ctx.workspace)  # a working change mitigates
         if is_workflow_step(step):
             # Next steps, or stop and roll back: decided from the plan's state, in this same transaction.
@@ -238,6 +240,20 @@ def _finish(conn: psycopg.Connection, step: dict[str, Any], result: StepResult, 
     for step_id in flow.queued:   # parallel steps are enqueued together and run on whichever workers are free
         _dispatch(step_id, ctx)
     return {"step_id": step["id"], "status": status, "ran": True, "summary": stored["summary"]}
+
+
+def _remember_result(conn: psycopg.Connection, step: dict[str, Any], status: str, summary: str, audit_id: int,
+                     ctx: WorkerContext) -> None:
+    """The result as a turn of the plan's conversation (the next answer there cites it instead of proposing the
+    step again); a plan with nothing left to decide or run ends its conversation."""
+    runbook = conn.execute("SELECT r.runbook_id FROM plans p JOIN runbooks r ON r.id = p.runbook_pk WHERE p.id = %s",
+                           (step["plan_id"],)).fetchone()
+    memory_store.record_for_plan(
+        conn, step["plan_id"], kind="step_result", text=f"{step['title']}: {status} — {summary}", actor="worker",
+        refs={"step_id": step["id"], "key": step["key"], "title": step["title"], "connector": step["connector"],
+              "target": step["target"], "status": status, "summary": summary[:300], "audit_id": audit_id,
+              "runbook": runbook["runbook_id"] if runbook else None}, workspace=ctx.workspace)
+    memory_store.end_if_plan_done(conn, step["plan_id"], workspace=ctx.workspace)
 
 
 def _dispatch(step_id: int, ctx: WorkerContext) -> None:

@@ -124,8 +124,13 @@ def annotation_card(annotation: Annotation, *, steps: list[CardStep], plan_id: i
                                   service=service))
     if annotation.citations:
         blocks.append(CitationsBlock(items=annotation.citations))
+    if annotation.memory_notes:
+        blocks.append(TextBlock(text="\n".join(annotation.memory_notes), style="muted"))
     if annotation.plan and plan_id is not None and steps:
         blocks.append(StepsBlock(plan_id=plan_id, title=f"Plan: {annotation.plan.title}", items=steps))
+    elif annotation.plan and annotation.plan.source != "none" and annotation.memory_notes:
+        blocks.append(TextBlock(text="Nothing new to run: the plan's steps already ran in this thread.",
+                                style="muted"))
     else:
         blocks.append(TextBlock(text="No executable runbook matches; nothing to run yet.", style="muted"))
     return Card(kind="annotation", title=f"warroom on {subject}", blocks=blocks)

@@ -12,6 +12,7 @@ from psycopg_pool import ConnectionPool
 from engine import knowledge, live
 from engine.config import WarroomConfig
 from engine.embedder import Embedder
+from engine.memory import SOURCE_TYPE as CONVERSATION_SOURCE, ThreadMemory, conversation_source
 from engine.models import Alert, Change, Citation, Evidence
 from engine.precedents import MAX_PRECEDENTS, SOURCE_TYPE as INCIDENT_SOURCE, Precedent
 from storage import alerts as alert_store
@@ -44,6 +45,9 @@ class Context:
     # what was tried and did not answer within the budget (logged, never evidence).
     live: list[Evidence] = field(default_factory=list)
     live_notes: list[str] = field(default_factory=list)
+    # What this chat thread has established so far (ruled-out causes, steps that ran, the conversation): used by
+    # the ranking, the plan and the model prompt of the next answer in the thread (engine/memory.py).
+    memory: ThreadMemory | None = None
 
     @property
     def anchor_time(self) -> datetime:
@@ -60,13 +64,13 @@ class Context:
 def assemble(pool: ConnectionPool, embedder: Embedder, *, alert: Alert | None = None, question: str | None = None,
              service: str | None = None, environment: str | None = None, alert_id: int | None = None,
              workspace: str = "default", extra_changes: list[Change] | None = None, top_k: int = 5,
-             config: WarroomConfig | None = None) -> Context:
+             config: WarroomConfig | None = None, memory: ThreadMemory | None = None) -> Context:
     """`config` with `context.prometheus` set adds live read-only queries, run alongside retrieval within
     `context.live_query_budget_s`."""
     now = datetime.now(timezone.utc)
     service = service or (alert.service if alert else None)
     environment = environment or (alert.environment if alert else None)
-    ctx = Context(alert=alert, question=question, service=service, environment=environment, now=now)
+    ctx = Context(alert=alert, question=question, service=service, environment=environment, now=now, memory=memory)
     live_pool = live_future = None
     if config is not None and config.live_target() is not None:
         live_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warroom-live")
@@ -87,6 +91,8 @@ def assemble(pool: ConnectionPool, embedder: Embedder, *, alert: Alert | None = 
         ctx.runbooks = _matching_runbooks(conn, ctx, workspace)
         ctx.feedback = _feedback(conn, service, workspace)
         found = _precedent_documents(pool, embedder, ctx, workspace, question) if question is not None else []
+        if memory is not None:  # a thread is no precedent for itself
+            found = [f for f in found if f.source != conversation_source(memory.key)]
         ctx.precedents = _precedents(conn, found)
         if question is not None:
             _measure_fit(conn, question, ctx, [*ctx.citations, *found])
@@ -136,11 +142,11 @@ def _matching_runbooks(conn, ctx: Context, workspace: str) -> list[dict[str, Any
 def _precedent_documents(pool: ConnectionPool, embedder: Embedder, ctx: Context, workspace: str,
                          question: np.ndarray) -> list[Citation]:
     return knowledge.search(pool, embedder, ctx.query_text, top_k=MAX_PRECEDENTS, workspace=workspace,
-                            source_types=[INCIDENT_SOURCE], vector=question)
+                            source_types=[INCIDENT_SOURCE, CONVERSATION_SOURCE], vector=question)
 
 
 def _precedents(conn, found: list[Citation]) -> list[Precedent]:
-    """Resolved incidents that read like this one, with the resolution each recorded."""
+    """Resolved incidents and ended conversations that read like this one, with the resolution each recorded."""
     if not found:
         return []
     rows = conn.execute("SELECT id, title, source, metadata FROM documents WHERE id = ANY(%s)",
@@ -149,10 +155,10 @@ def _precedents(conn, found: list[Citation]) -> list[Precedent]:
     out = []
     for citation in found:
         row = by_id.get(citation.document_id)
-        resolution = ((row or {}).get("metadata") or {}).get("resolution")
-        if row and resolution:
-            out.append(Precedent(incident_id=int(row["metadata"].get("incident_id", 0)), title=row["title"],
-                                 resolution=resolution, source=row["source"]))
+        metadata = (row or {}).get("metadata") or {}
+        if row and metadata.get("resolution"):
+            out.append(Precedent(incident_id=int(metadata.get("incident_id") or 0), title=row["title"],
+                                 resolution=metadata["resolution"], source=row["source"], link=metadata.get("link")))
     return out
 
 

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from engine.context import Context
 from engine.llm import Candidate
+from engine.memory import rank_down
 from engine.models import Evidence, Hypothesis
 
 WEIGHTS = {
@@ -69,15 +70,19 @@ def score(candidate: Candidate, context: Context, *, precedents: int | None = No
 def rank(candidates: list[Candidate], context: Context) -> tuple[list[Hypothesis], bool]:
     """Scored, best first, cut to what the policy shows; True as second value when inconclusive.
 
-    Equal scores keep the provider's order (a stable sort), which is its own ranking."""
+    Equal scores keep the provider's order (a stable sort), which is its own ranking. Causes ruled out earlier in
+    the thread (`context.memory`) are scored down and come after every live one, shown with who ruled them out
+    while there is room: the card says why they dropped instead of proposing them again as new."""
     scored = sorted((score(c, context) for c in candidates), key=lambda h: -h.confidence)
     unique: list[Hypothesis] = []
     for hypothesis in scored:
         if all(h.title != hypothesis.title for h in unique):
             unique.append(hypothesis)
+    unique, ruled_out = rank_down(unique, context.memory)
     if not unique or all(h.confidence < INCONCLUSIVE_BELOW for h in unique):
-        return unique[:SHOW_AT_MOST], True
-    return [h for h in unique if h.confidence > SHOW_ABOVE][:SHOW_AT_MOST], False
+        return (unique + ruled_out)[:SHOW_AT_MOST], True
+    shown = [h for h in unique if h.confidence > SHOW_ABOVE][:SHOW_AT_MOST]
+    return (shown + ruled_out)[:SHOW_AT_MOST], False
 
 
 # --- the five factors --------------------------------------------------------------------------------------------

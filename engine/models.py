@@ -219,6 +219,9 @@ class Annotation(Frozen):
     inconclusive: bool = False
     citations: list[Citation] = Field(default_factory=list)
     plan: Plan | None = None
+    # What the thread and earlier conversations add (engine/memory.py): steps that already ran here, with their
+    # results, and similar earlier threads with their links.
+    memory_notes: list[str] = Field(default_factory=list)
 
 
 # --- chat events ----------------------------------------------------------------------------

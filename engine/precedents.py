@@ -29,6 +29,7 @@ class Precedent:
     title: str
     resolution: str     # root cause and what was done: what a candidate is compared with
     source: str
+    link: str | None = None   # where a person can read it (an earlier conversation's thread permalink)
 
 
 def incident_source(incident_id: int) -> str:
@@ -88,7 +89,7 @@ def supported(candidates: list[Candidate], precedents: list[Precedent], embedder
     similarity = cand @ past.T  # the embedder returns unit vectors
     out = []
     for i, candidate in enumerate(candidates):
-        extra = [Evidence(kind="precedent", text=f"{p.title}: {p.resolution}", source=p.source,
+        extra = [Evidence(kind="precedent", text=f"{p.title}: {p.resolution}", source=p.link or p.source,
                           score=round(float(similarity[i, j]), 3))
                  for j, p in enumerate(precedents) if similarity[i, j] >= SUPPORT_SIMILARITY]
         out.append(candidate.model_copy(update={"evidence": [*candidate.evidence, *extra]}) if extra else candidate)

@@ -13,6 +13,7 @@ from engine.plans import approve_and_queue, expire, record_partial_approval, red
 from handlers.services import Services
 from storage import audit, outbox
 from storage import freezes as freeze_store
+from storage import memory as memory_store
 from storage import plans as plan_store
 
 
@@ -63,6 +64,7 @@ def decide(services: Services, decision: StepDecision) -> Reply:
                                  workspace=services.workspace, identity=me) is None:
                 return Reply(f"Step {step['key']} is already being handled.", False)
             redraw(conn, plan["id"])
+            _remember(conn, services, step, "approved", decision.actor.name or who)
             queued = True
         elif verdict.more_needed:
             record_partial_approval(conn, step, actor=who, platform=decision.actor.platform, identity=me,
@@ -76,6 +78,7 @@ def decide(services: Services, decision: StepDecision) -> Reply:
                 return Reply(f"Step {step['key']} is already being handled.", False)
             redraw(conn, plan["id"])
             incident_hooks.step_approved(conn, plan, step, approved_by=who, workspace=services.workspace)
+            _remember(conn, services, step, "approved", decision.actor.name or who)
             queued = row["status"] == "queued"
             if not queued:   # a workflow step waiting for others: the worker finishing the last one queues it
                 needs = step["needs"]
@@ -100,7 +103,16 @@ def _reject(services: Services, conn, step: dict, plan: dict, decision: StepDeci
                                              workspace=services.workspace) is None:
         return Reply(f"Step {step['key']} is already {step['status']}; nothing to reject.", False)
     redraw(conn, plan["id"])
+    _remember(conn, services, step, "rejected", decision.actor.name or who)
+    memory_store.end_if_plan_done(conn, plan["id"], workspace=services.workspace)
     return Reply(f"Rejected step {step['key']}: it will not run.", True)
+
+
+def _remember(conn, services: Services, step: dict, kind: str, who: str) -> None:
+    """The decision as a turn of the plan's conversation."""
+    memory_store.record_for_plan(conn, step["plan_id"], kind=kind, text=f"{kind} step {step['key']}: {step['title']}",
+                                 refs={"step_id": step["id"], "key": step["key"], "title": step["title"]}, actor=who,
+                                 workspace=services.workspace)
 
 
 def click(services: Services, decision: StepDecision, *, platform: str, channel: str,

@@ -11,6 +11,7 @@ from engine.cards import Card, TextBlock, notice
 from engine.models import Alert, ChatMessage, Classification, Intent
 from engine.plans import store_annotation_plan
 from handlers.annotate import annotate
+from handlers.conversation import record_exchange, thread_memory
 from handlers.dispatch import auto_run
 from handlers.freeze import handle_freeze, is_freeze_command
 from handlers.incident import diagnosed, handle_lifecycle, handle_lifecycle_command, is_lifecycle_command
@@ -19,6 +20,7 @@ from handlers.learn import Where, handle_learn_command, is_learn_command
 from handlers.services import Services
 from storage import alerts as alert_store
 from storage import incidents as incident_store
+from storage import memory as memory_store
 from storage import outbox
 
 log = logging.getLogger(__name__)
@@ -157,19 +159,28 @@ def _answer_with_annotation(services: Services, message: ChatMessage, classifica
     entities = classification.entities
     alert = _thread_alert(services, thread_key)
     background = "\n".join(message.thread_context[-THREAD_CONTEXT_MESSAGES:]) or None
+    # The conversation this answer belongs to: the thread's (by the bot message it hangs off when known); an ask at
+    # the top of a channel starts one under the answer's own message key.
+    conversation = thread_key or (f"ts:{message.thread}" if message.thread else None)
+    memory = thread_memory(services, message, conversation) if conversation else None
+    question = _question(message.text, classification)
     annotation, runbook_row = annotate(
         services, alert=alert[0] if alert else None, alert_id=alert[1] if alert else None,
-        question=_question(message.text, classification), service=entities.get("service"),
-        environment=entities.get("environment"), background=background)
+        question=question, service=entities.get("service"),
+        environment=entities.get("environment"), background=background, memory=memory)
     environment = entities.get("environment") or (alert[0].environment if alert else None)
     with services.pool.connection() as conn, conn.transaction():
         plan_id, card = store_annotation_plan(
             conn, annotation, runbook_pk=runbook_row["id"] if runbook_row else None,
             alert_id=alert[1] if alert else None, requested_by=message.user.id, platform=message.platform,
             channel=message.channel, thread=message.thread, environment=environment, workspace=services.workspace)
+        message_key = f"plan:{plan_id}" if plan_id else None
+        if conversation is None and message_key is None:
+            message_key = memory_store.new_answer_key(conn)   # so replies under this answer are its thread
+        record_exchange(conn, services, message, key=conversation or message_key, question=question,
+                        annotation=annotation, plan_id=plan_id, message_key=message_key)
         outbox.enqueue(conn, platform=message.platform, channel=message.channel, op="post",
-                       message_key=f"plan:{plan_id}" if plan_id else None, thread_id=message.thread,
-                       card=_dump(card))
+                       message_key=message_key, thread_id=message.thread, card=_dump(card))
         queued = auto_run(conn, plan_id, services) if plan_id else []
     for step_id in queued:
         services.dispatch(step_id)

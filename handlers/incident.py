@@ -13,9 +13,11 @@ from engine import incident_hooks, lifecycle, summaries
 from engine.cards import Card, LearnBlock, notice
 from engine.models import ChatMessage, Intent
 from engine.precedents import load_incident_document
+from handlers.conversation import index_ended
 from handlers.services import Services
 from storage import audit, outbox
 from storage import incidents as incident_store
+from storage import memory as memory_store
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,24 @@ def index_incident(services: Services, incident_id: int) -> None:
     doc = load_incident_document(services.pool, incident_id)
     if doc is not None:
         store_parsed(services.pool, services.embedder, doc, workspace=services.workspace)
+    _end_conversation(services, incident_id)
+
+
+def _end_conversation(services: Services, incident_id: int) -> None:
+    """The incident's thread is a conversation that has ended: summarised and indexed as a precedent too."""
+    with services.pool.connection() as conn, conn.transaction():
+        incident = conn.execute("SELECT channel, thread, state FROM incidents WHERE id = %s", (incident_id,)).fetchone()
+        if not incident or not incident["channel"] or not incident["thread"]:
+            return
+        posted = conn.execute("SELECT platform FROM chat_messages WHERE channel = %s AND (key = %s OR message_id = %s)"
+                              " LIMIT 1", (incident["channel"], incident["thread"], incident["thread"])).fetchone()
+        if posted is None:
+            return
+        key = memory_store.conversation_key(conn, platform=posted["platform"], channel=incident["channel"],
+                                            thread=incident["thread"])
+        memory_store.end(conn, platform=posted["platform"], channel=incident["channel"], thread_key=key,
+                         why=f"incident #{incident_id} {incident['state'].lower()}", workspace=services.workspace)
+    index_ended(services)
 
 
 def _find(conn, services: Services, message: ChatMessage, thread_key: str | None, to: str) -> dict | None:

@@ -160,7 +160,8 @@ class SlackAdapter:
 
         def vote(services: Services) -> None:
             text = record_feedback(services, actor=actor, title=str(value.get("title") or ""),
-                                   service=value.get("service"), helpful=action["action_id"].startswith(FEEDBACK_UP))
+                                   service=value.get("service"), helpful=action["action_id"].startswith(FEEDBACK_UP),
+                                   channel=channel, message_id=container.get("message_ts"), thread_id=thread_ts)
             reply(services, asker, notice("Feedback recorded", text, style="success"), private=True)
 
         await self._work(vote, on_error=asker)

@@ -167,7 +167,8 @@ class TeamsAdapter:
         elif verb == FEEDBACK:
             text = await self._within_deadline(
                 record_feedback, actor=actor, title=str(data.get("title") or ""), service=data.get("service"),
-                helpful=bool(data.get("helpful")), asker=None)
+                helpful=bool(data.get("helpful")), channel=channel, message_id=activity.reply_to_id,
+                thread_id=thread_of(conversation.id), asker=None)
         elif verb == ALERT_ACTION:
             try:
                 group_id = int(data["group"])

@@ -45,7 +45,7 @@ class OfflineProvider:
             if len(out) >= MAX_CANDIDATES:
                 break
             if any(c.title == citation.title for c in out) or _is_runbook_yaml(citation.source) \
-                    or citation.source.startswith("incident:"):
+                    or citation.source.startswith(("incident:", "conversation:")):
                 continue
             out.append(_document_candidate(citation, context, symptom))
         out.extend(_precedent_candidates(context, symptom))
@@ -173,7 +173,7 @@ def _precedent_candidates(context: Context, symptom: list[Evidence]) -> list[Can
             title=f"As in {precedent.title.split(':')[0]}: {cause[:90]}",
             cause=precedent.resolution,
             evidence=[Evidence(kind="precedent", text=f"{precedent.title}: {precedent.resolution}",
-                               source=precedent.source, score=similarity), *symptom]))
+                               source=precedent.link or precedent.source, score=similarity), *symptom]))
     return out
 
 

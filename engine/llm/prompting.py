@@ -68,7 +68,8 @@ def hypotheses_prompt(context: Context) -> HypothesesPrompt:
         changes=redact_obj([{"id": ref, "kind": c.kind, "service": c.service, "version": c.version,
                              "summary": c.summary, "author": c.author, "at": c.at.isoformat()}
                             for ref, c in _refs("C", prompt_changes(context))]),
-        evidence=[{"id": ref, "text": redact(e.text)} for ref, e in catalogue.items()])
+        evidence=[{"id": ref, "text": redact(e.text)} for ref, e in catalogue.items()],
+        conversation=redact_obj(context.memory.conversation) if context.memory else [])
     request = Request(system=system_prompt(), stable=stable, volatile=_clean(volatile),
                       tool=tool("propose_hypotheses"))
     return HypothesesPrompt(request=request, evidence=catalogue, symptoms=symptoms)
