@@ -102,7 +102,7 @@ _RULED_OUT_PATTERNS = [
                rf"(?:the\s+|a\s+|an\s+)?{_X}{_END}", re.I),
     re.compile(rf"(?:^|[.,;!?]\s*|\b(?:but|and|so|definitely|probably|surely)\s+)not\s+(?:the\s+|a\s+|an\s+){_X}{_END}",
                re.I),
-    re.compile(rf"\b(?:the\s+)?(?P<x>[a-z0-9][\w.'/-]*(?:\s+[a-z0-9][\w.'/-]*)?)\s+(?:is|was|looks|seems|are)\s+"
+    re.compile(r"\b(?:the\s+)?(?P<x>[a-z0-9][\w.'/-]*(?:\s+[a-z0-9][\w.'/-]*)?)\s+(?:is|was|looks|seems|are)\s+"
                r"(?:fine|ok|okay|healthy|good|normal|not\s+it|not\s+the\s+(?:cause|problem|issue))\b", re.I),
 ]
 _NOT_A_CAUSE = frozenset("it this that there what which everything nothing something anything all problem issue "

@@ -133,7 +133,7 @@ def test_a_thread_remembers_what_was_ruled_out_and_run_and_a_later_thread_recall
                                                                                          platform="slack"))
     assert other["message_key"] != plan_key
     text = _texts(other)
-    assert f"Similar earlier conversation: Earlier thread of " in text and thread_link in text, text
+    assert "Similar earlier conversation: Earlier thread of " in text and thread_link in text, text
     precedents = [e for h in _hypotheses(other) for e in h["evidence"] if e["kind"] == "precedent"]
     assert any(e["source"] == thread_link for e in precedents)
     deliver_to_slack(services.pool, slack)

@@ -25,7 +25,7 @@ from handlers.command import handle_message
 from storage import audit
 from storage import plans as plan_store
 from tests.conftest import make_services, run_worker_burst
-from tests.test_worker_crash import FAST, FAST_TIMING, Workers, wait_for
+from tests.test_worker_crash import FAST_TIMING, Workers, wait_for
 
 QUESTION = "why is payments-api returning 500s in staging?"
 ALICE = Actor(id="alice")
