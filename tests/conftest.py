@@ -197,6 +197,32 @@ steps:
 """
 
 
+def annotated_payments_alert(pool, embedder, redis_url, tmp_path: Path, http_target, *,
+                             approvers: list[str], alert_channel: str = "C0ALERTS") -> tuple:
+    """The payments runbook (a read-only check, a state-changing restart) ingested, and the critical
+    PaymentsHighErrorRate alert received and annotated by the real alert path: its incident opened and its plan
+    proposed in the thread. Returns (services, alert id)."""
+    import json
+
+    from engine.alerts import normalise
+    from engine.config import WarroomConfig
+    from engine.knowledge import ingest
+    from handlers.alert import annotate_alert, receive
+    from storage import alerts as alert_store
+
+    config = WarroomConfig.model_validate({"slack": {"alert_channel": alert_channel},
+                                           "policy": {"approvers": approvers, "auto_run_read_only": False}})
+    services = make_services(pool, embedder, config, redis_url)
+    (tmp_path / "rb").mkdir()
+    (tmp_path / "rb/rb.yaml").write_text(runbook_yaml(f"http://127.0.0.1:{http_target.server_port}/health"))
+    ingest(services.pool, services.embedder, [tmp_path / "rb"])
+    payload = json.loads((EXAMPLES / "alerts/payments-high-error-rate-firing.json").read_text())
+    [alert_id] = receive(services, normalise(payload, "alertmanager"))
+    with services.pool.connection() as conn:
+        assert annotate_alert(services, alert_store.get_alert(conn, alert_id))
+    return services, alert_id
+
+
 def run_worker_burst(db_url: str, redis_url: str, config_path: Path | None = None, timeout: float = 120) -> None:
     """A real `warroom worker --burst` process: works every queued job, then exits."""
     env = {**os.environ, "DATABASE_URL": db_url, "REDIS_URL": redis_url}

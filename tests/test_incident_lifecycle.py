@@ -3,7 +3,6 @@ incident from chat, warroom moves it itself (first approval -> INVESTIGATING, a 
 real worker -> MITIGATED), every move is in the timeline and the audit log with who and when, one thread has
 one open incident, and MTTA / MTTR / open incidents are on /metrics of a real `warroom serve`."""
 import itertools
-import json
 import threading
 
 import pytest
@@ -12,18 +11,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.metrics import Metrics
 from engine import lifecycle
-from engine.alerts import normalise
-from engine.config import WarroomConfig
-from engine.knowledge import ingest
 from engine.models import Actor, ChatMessage, StepDecision
-from handlers.alert import annotate_alert, receive
 from handlers.approval import decide
 from handlers.command import handle_message
-from storage import alerts as alert_store
 from storage import audit
 from storage import incidents as incident_store
 from storage.db import open_pool
-from tests.conftest import EXAMPLES, make_services, run_worker_burst, runbook_yaml
+from tests.conftest import annotated_payments_alert, run_worker_burst
 from tests.served import Served
 from tests.slack_standin import SlackStandIn
 from tests.outbox_helpers import deliver_to_slack
@@ -142,17 +136,9 @@ def _in_tx(pool, thread):
 def incident(pool, embedder, redis_url, tmp_path, http_target):
     """A critical alert with a runbook (a read-only check, a state-changing restart): the incident opened by
     the alert path, the plan proposed in its thread."""
-    config = WarroomConfig.model_validate({"slack": {"alert_channel": ALERTS},
-                                           "policy": {"approvers": ["U0ALICE", "U0BOB"],
-                                                      "auto_run_read_only": False}})
-    services = make_services(pool, embedder, config, redis_url)
-    (tmp_path / "rb").mkdir()
-    (tmp_path / "rb/rb.yaml").write_text(runbook_yaml(f"http://127.0.0.1:{http_target.server_port}/health"))
-    ingest(services.pool, services.embedder, [tmp_path / "rb"])
-    payload = json.loads((EXAMPLES / "alerts/payments-high-error-rate-firing.json").read_text())
-    [alert_id] = receive(services, normalise(payload, "alertmanager"))
+    services, alert_id = annotated_payments_alert(pool, embedder, redis_url, tmp_path, http_target,
+                                                  approvers=["U0ALICE", "U0BOB"])
     with services.pool.connection() as conn:
-        assert annotate_alert(services, alert_store.get_alert(conn, alert_id))
         [row] = conn.execute("SELECT * FROM incidents").fetchall()
     assert row["state"] == "DETECTED" and row["thread"] == f"alert:{alert_id}"
     return services, row["id"]

@@ -9,17 +9,14 @@ import pytest
 
 from engine.config import WarroomConfig
 from engine.context import Context
-from engine.knowledge import ingest
 from engine.models import Actor, ChatMessage, StepDecision
 from engine.plan_schema import ProposedPlan, ProposedPlanError, proposed_plan_schema, validate_proposed_plan
 from engine.planner import build_plan
 from engine.policy import is_read_only_command, is_read_only_sql, minimum_risk
-from handlers.alert import annotate_alert, receive
 from handlers.approval import decide
 from handlers.command import handle_message
-from storage import alerts as alert_store
 from storage import audit
-from tests.conftest import EXAMPLES, ROOT, make_services, run_worker_burst, runbook_yaml
+from tests.conftest import ROOT, annotated_payments_alert, run_worker_burst
 from tests.slack_standin import SlackStandIn
 from tests.outbox_helpers import deliver_to_slack
 
@@ -194,18 +191,8 @@ def slack():
 @pytest.fixture
 def incident(pool, embedder, redis_url, tmp_path, http_target):
     """A critical alert with a runbook: incident opened, alert and plan posted to Slack (a stand-in)."""
-    config = WarroomConfig.model_validate({"slack": {"alert_channel": ALERTS},
-                                           "policy": {"approvers": ["U0ALICE"], "auto_run_read_only": False}})
-    services = make_services(pool, embedder, config, redis_url)
-    (tmp_path / "rb").mkdir()
-    (tmp_path / "rb/rb.yaml").write_text(runbook_yaml(f"http://127.0.0.1:{http_target.server_port}/health"))
-    ingest(services.pool, services.embedder, [tmp_path / "rb"])
-    from engine.alerts import normalise
-
-    payload = json.loads((EXAMPLES / "alerts/payments-high-error-rate-firing.json").read_text())
-    [alert_id] = receive(services, normalise(payload, "alertmanager"))
-    with services.pool.connection() as conn:
-        assert annotate_alert(services, alert_store.get_alert(conn, alert_id))
+    services, alert_id = annotated_payments_alert(pool, embedder, redis_url, tmp_path, http_target,
+                                                  approvers=["U0ALICE"])
     return services, alert_id
 
 

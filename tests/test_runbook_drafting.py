@@ -9,18 +9,13 @@ import pytest
 import yaml
 
 from engine import drafting
-from engine.alerts import normalise
-from engine.config import WarroomConfig
 from engine.ingest import validate_runbook
-from engine.knowledge import ingest
 from engine.models import Actor, ChatMessage, StepDecision
-from handlers.alert import annotate_alert, receive
 from handlers.approval import decide
 from handlers.command import handle_message
-from storage import alerts as alert_store
 from storage import audit
 from storage import runbooks as runbook_store
-from tests.conftest import EXAMPLES, make_services, run_worker_burst, runbook_yaml, warroom
+from tests.conftest import annotated_payments_alert, run_worker_burst, warroom
 
 ALERTS = "C0ALERTS"
 
@@ -28,17 +23,9 @@ ALERTS = "C0ALERTS"
 @pytest.fixture
 def incident(pool, embedder, redis_url, tmp_path, http_target):
     """A critical alert with the payments runbook: the incident opened and its plan proposed in the thread."""
-    config = WarroomConfig.model_validate({"slack": {"alert_channel": ALERTS},
-                                           "policy": {"approvers": ["U0ALICE", "U0BOB"],
-                                                      "auto_run_read_only": False}})
-    services = make_services(pool, embedder, config, redis_url)
-    (tmp_path / "rb").mkdir()
-    (tmp_path / "rb/rb.yaml").write_text(runbook_yaml(f"http://127.0.0.1:{http_target.server_port}/health"))
-    ingest(services.pool, services.embedder, [tmp_path / "rb"])
-    payload = json.loads((EXAMPLES / "alerts/payments-high-error-rate-firing.json").read_text())
-    [alert_id] = receive(services, normalise(payload, "alertmanager"))
+    services, alert_id = annotated_payments_alert(pool, embedder, redis_url, tmp_path, http_target,
+                                                  approvers=["U0ALICE", "U0BOB"])
     with services.pool.connection() as conn:
-        assert annotate_alert(services, alert_store.get_alert(conn, alert_id))
         [row] = conn.execute("SELECT * FROM incidents").fetchall()
     return services, row["id"], alert_id
 
